@@ -1,0 +1,90 @@
+"""Per-run settings (not state): the chat model, tool budget, view settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from tooliqa.tools import VIEW_TOOLS, BBoxConvention, ImageLimits, ViewSettings
+
+__all__ = ["DEFAULT_MAX_PIXELS", "Context"]
+
+#: Qwen-VL's customary image budget (1280 vision tokens of 28x28 pixels).
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Settings for one assessment run, passed as ``context=`` to the graph.
+
+    Attributes:
+        model: any LangChain chat model; required (see :meth:`get_model`).
+        max_tool_rounds: tool rounds allowed before the answer is demanded (paper: 2).
+        enabled_tools: names from :data:`tooliqa.tools.VIEW_TOOLS`.
+        bbox_convention: how the model writes magnifier boxes.
+        max_pixels: pixel budget of every image sent to the model.
+        tool_protocol: ``native`` binds tools (OpenAI ``tools``); ``text`` lists them
+            in the system prompt in Qwen3's format. Both kinds of replies parse either way.
+        tool_choice: None/"auto", "required" or a tool name (forces a call).
+        strict_tools: mark tool schemas strict (vLLM then constrains the arguments).
+        structured_output: ask for JSON rubric/answers through ``response_format``.
+        prompt_style: ``paper`` (Appendix A verbatim) or ``extended`` (adds a colour line).
+        answer_retries: repair prompts allowed when a final answer has no valid score.
+        sampling: extra model call settings (temperature, top_p, max_tokens, seed, ...).
+    """
+
+    model: BaseChatModel | None = None
+    max_tool_rounds: int = 2
+    enabled_tools: tuple[str, ...] = ("magnifier", "gamma_corrector")
+    bbox_convention: BBoxConvention = "rel1000"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_region_side: int = 28
+    max_zoom: float = 4.0
+    view_format: Literal["PNG", "JPEG", "WEBP"] = "PNG"
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    tool_protocol: Literal["native", "text"] = "native"
+    tool_choice: str | None = None
+    strict_tools: bool = False
+    structured_output: bool = False
+    prompt_style: Literal["paper", "extended"] = "paper"
+    answer_retries: int = 1
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_tool_rounds < 0:
+            raise ValueError("max_tool_rounds must be >= 0")
+        unknown = [t for t in self.enabled_tools if t not in VIEW_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; available: {sorted(VIEW_TOOLS)}")
+        self.enabled_tools = tuple(self.enabled_tools)
+        if self.bbox_convention not in ("rel1000", "pixel", "unit"):
+            raise ValueError("bbox_convention must be rel1000, pixel or unit")
+        if self.max_pixels < 28 * 28:
+            raise ValueError("max_pixels must be at least 784")
+        if self.tool_protocol not in ("native", "text"):
+            raise ValueError("tool_protocol must be native or text")
+        if self.answer_retries < 0:
+            raise ValueError("answer_retries must be >= 0")
+
+    def get_model(self) -> BaseChatModel:
+        """The chat model for this run. Subclasses may build one from other settings."""
+        if self.model is None:
+            raise ValueError(
+                "Context.model is not set: pass a LangChain chat model, e.g. "
+                "Context(model=ChatOpenAI(base_url=...)), or use tooliqa.assess() for the defaults"
+            )
+        return self.model
+
+    @property
+    def tools_available(self) -> bool:
+        return self.max_tool_rounds > 0 and bool(self.enabled_tools)
+
+    def view_settings(self) -> ViewSettings:
+        return ViewSettings(
+            convention=self.bbox_convention,
+            max_pixels=self.max_pixels,
+            min_side=self.min_region_side,
+            max_zoom=self.max_zoom,
+            view_format=self.view_format,
+        )

@@ -1,0 +1,350 @@
+"""The four nodes of the assessment graph: observe → decide → tool → quantify.
+
+Each node appends the next user turn to the conversation before handing over,
+so the message list always ends with what the next model call must answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+from tooliqa.tools import (
+    canonical_tool_name,
+    data_url,
+    decode_image_cached,
+    model_image,
+    run_view_tool,
+    tool_specs,
+)
+from tooliqa.tools.registry import ViewResult
+
+from .assessment import Assessment
+from .context import Context
+from .parsing import (
+    AnswerAction,
+    InvalidToolCall,
+    Malformed,
+    ToolCallAction,
+    message_text,
+    parse_action,
+    parse_answer,
+    parse_rubric,
+)
+from .prompts import (
+    FAILURE_PROMPT,
+    FINAL_PROMPT,
+    GATE_PROMPT,
+    JSON_ANSWER_HINT,
+    JSON_RUBRIC_HINT,
+    OBSERVATION_PROMPT,
+    REPAIR_PROMPT,
+    SYSTEM_PROMPT,
+    answer_json_schema,
+    rubric_json_schema,
+    rubric_prompt,
+    tools_system_prompt,
+)
+from .state import State
+
+__all__ = ["backend_name", "decide", "finalize", "observe", "quantify", "tool"]
+
+
+def backend_name(model: BaseChatModel) -> str:
+    """A short label for the model backend (``classic``, ``openai``, ``scripted``...)."""
+    return str(getattr(model, "backend_name", None) or model._llm_type)
+
+
+def _model_label(model: BaseChatModel) -> str | None:
+    for attr in ("model_name", "model"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _emit(runtime: Runtime[Context], event: dict[str, Any]) -> None:
+    writer = getattr(runtime, "stream_writer", None)
+    if writer is not None:
+        writer(event)
+
+
+async def _call_model(
+    ctx: Context,
+    messages: list[AnyMessage],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    schema: tuple[str, dict[str, Any]] | None = None,
+) -> tuple[AIMessage, dict[str, int], float]:
+    """One model call with the run's tools/format/sampling bound. Returns (reply, usage, seconds)."""
+    model = ctx.get_model()
+    runnable: Any = model
+    if tools:
+        kwargs: dict[str, Any] = {}
+        if ctx.tool_choice:
+            kwargs["tool_choice"] = ctx.tool_choice
+        if ctx.strict_tools:
+            kwargs["strict"] = True
+        runnable = model.bind_tools(tools, **kwargs)
+    bind: dict[str, Any] = dict(ctx.sampling)
+    if schema is not None:
+        name, json_schema = schema
+        bind["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": json_schema, "strict": True},
+        }
+    if bind:
+        runnable = runnable.bind(**bind)
+    t0 = time.perf_counter()
+    reply = await runnable.ainvoke(messages)
+    elapsed = time.perf_counter() - t0
+    if not isinstance(reply, AIMessage):
+        reply = AIMessage(content=message_text(reply))
+    meta = reply.usage_metadata or {}
+    usage = {
+        "input_tokens": int(meta.get("input_tokens", 0) or 0),
+        "output_tokens": int(meta.get("output_tokens", 0) or 0),
+        "total_tokens": int(meta.get("total_tokens", 0) or 0),
+        "model_calls": 1,
+    }
+    return reply, usage, elapsed
+
+
+def _specs(ctx: Context) -> list[dict[str, Any]]:
+    return tool_specs(ctx.enabled_tools, ctx.bbox_convention, strict=ctx.strict_tools)
+
+
+def _next_turn_text(ctx: Context, rounds_used: int) -> str:
+    """The gate while tool rounds remain, else the demand for a final answer."""
+    if ctx.tools_available and rounds_used < ctx.max_tool_rounds:
+        return GATE_PROMPT
+    return FINAL_PROMPT + ("\n" + JSON_ANSWER_HINT if ctx.structured_output else "")
+
+
+async def observe(
+    state: State, runtime: Runtime[Context]
+) -> Command[Literal["decide", "quantify"]]:
+    """Show the image with the rubric prompt; record the rubric note."""
+    ctx = runtime.context
+    t0 = time.perf_counter()
+    decoded = await asyncio.to_thread(decode_image_cached, state["image"], ctx.image_limits)
+    payload, mime, info = model_image(state["image"], decoded, ctx.max_pixels)
+    system = SYSTEM_PROMPT
+    if ctx.tool_protocol == "text" and ctx.tools_available:
+        system += "\n\n" + tools_system_prompt(_specs(ctx))
+    text = rubric_prompt(ctx.prompt_style, state.get("query"))
+    if ctx.structured_output:
+        text += "\n" + JSON_RUBRIC_HINT
+    first = HumanMessage(
+        content=[
+            {"type": "image_url", "image_url": {"url": data_url(payload, mime)}},
+            {"type": "text", "text": text},
+        ]
+    )
+    messages: list[AnyMessage] = [SystemMessage(content=system), first]
+    schema = ("rubric_note", rubric_json_schema()) if ctx.structured_output else None
+    reply, usage, model_s = await _call_model(ctx, messages, schema=schema)
+    note = message_text(reply)
+    rubric = parse_rubric(note)
+    errors = [] if rubric else ["rubric note could not be parsed"]
+    _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
+    gate = HumanMessage(content=_next_turn_text(ctx, 0))
+    update = {
+        "messages": [*messages, reply, gate],
+        "image_info": {
+            "width": decoded.width,
+            "height": decoded.height,
+            "format": decoded.format,
+            **info,
+        },
+        "rubric": rubric,
+        "rubric_note": note,
+        "rounds": 0,
+        "usage": usage,
+        "errors": errors,
+        "forced_answer": not ctx.tools_available,
+        "timings": {"observe_s": time.perf_counter() - t0, "model_s": model_s},
+    }
+    return Command(update=update, goto="decide" if ctx.tools_available else "quantify")
+
+
+def _answer_update(action: AnswerAction) -> dict[str, Any]:
+    notes = ["score read leniently (no <answer> tag)"] if action.lenient else []
+    return {
+        "score": action.score,
+        "rationale": action.rationale,
+        "answer": action.answer_text,
+        "errors": notes,
+    }
+
+
+async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["tool", "quantify"]]:
+    """Action gate: one tool call, or the final answer."""
+    ctx = runtime.context
+    t0 = time.perf_counter()
+    tools = _specs(ctx) if ctx.tool_protocol == "native" else None
+    reply, usage, model_s = await _call_model(ctx, state["messages"], tools=tools)
+    action = parse_action(reply)
+    update: dict[str, Any] = {"messages": [reply], "usage": usage}
+    if isinstance(action, ToolCallAction | InvalidToolCall):
+        update["pending"] = {
+            "kind": "tool" if isinstance(action, ToolCallAction) else "invalid",
+            **vars(action),
+        }
+        goto: Literal["tool", "quantify"] = "tool"
+    elif isinstance(action, AnswerAction):
+        update.update(_answer_update(action))
+        update["pending"] = None
+        goto = "quantify"
+    else:
+        update["pending"] = {"kind": "malformed", "reason": action.reason}
+        update["errors"] = [f"gate reply unusable: {action.reason}"]
+        goto = "quantify"
+    _emit(
+        runtime, {"type": "decision", "action": type(action).__name__, "text": message_text(reply)}
+    )
+    update["timings"] = {"decide_s": time.perf_counter() - t0, "model_s": model_s}
+    return Command(update=update, goto=goto)
+
+
+async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> ViewResult:
+    if pending["kind"] == "invalid":
+        return ViewResult(
+            tool=str(pending.get("name") or "unknown"),
+            args={"_raw": pending.get("raw", "")},
+            ok=False,
+            message=f"Tool call failed: {pending['reason']}",
+        )
+    decoded = decode_image_cached(state["image"], ctx.image_limits)
+    return await asyncio.to_thread(
+        run_view_tool,
+        pending["name"],
+        pending["args"],
+        decoded,
+        ctx.view_settings(),
+        enabled=ctx.enabled_tools,
+    )
+
+
+def _tool_messages(
+    pending: dict[str, Any], result: ViewResult, follow_up: str, rounds_left: int
+) -> list[AnyMessage]:
+    """Tool result turn(s): a tool message when the call had an id, then a user turn
+    with the view image (vLLM rejects images in tool messages for some models)."""
+    prompt = OBSERVATION_PROMPT if result.ok else FAILURE_PROMPT
+    text = prompt.format(result=result.message, rounds_left=rounds_left) + "\n\n" + follow_up
+    out: list[AnyMessage] = []
+    call_id = pending.get("call_id")
+    if call_id:
+        out.append(ToolMessage(content=result.message, tool_call_id=call_id, name=result.tool))
+    else:
+        text = f"<tool_response>\n{result.message}\n</tool_response>\n{text}"
+    content: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
+    if result.ok and result.view is not None:
+        content.insert(
+            0, {"type": "image_url", "image_url": {"url": data_url(result.view, result.mime)}}
+        )
+    out.append(HumanMessage(content=content))
+    return out
+
+
+async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["decide", "quantify"]]:
+    """Run the chosen view on the ORIGINAL image; a bad call becomes a failure observation."""
+    ctx = runtime.context
+    t0 = time.perf_counter()
+    pending = state.get("pending") or {"kind": "invalid", "reason": "no tool call pending"}
+    result = await _run_pending(pending, state, ctx)
+    if pending.get("kind") == "tool" and canonical_tool_name(pending["name"], ctx.enabled_tools):
+        result.tool = canonical_tool_name(pending["name"], ctx.enabled_tools) or result.tool
+    rounds = int(state.get("rounds", 0)) + 1
+    errors = [] if result.ok else [f"round {rounds}: {result.message}"]
+    if pending.get("extra_calls"):
+        result.message += f" (only one tool call per turn: {pending['extra_calls']} more ignored)"
+        errors.append(f"round {rounds}: {pending['extra_calls']} extra tool call(s) ignored")
+    step = {
+        "round": rounds,
+        "tool": result.tool,
+        "args": result.args,
+        "ok": result.ok,
+        "message": result.message,
+        "source": pending.get("source", "text"),
+        "box": result.box,
+        "gamma": result.gamma,
+        "elapsed_ms": round(result.elapsed_ms, 3),
+        "mime": result.mime,
+        "view": result.view,
+    }
+    _emit(runtime, {"type": "tool", "step": step})
+    at_limit = rounds >= ctx.max_tool_rounds
+    follow_up = _next_turn_text(ctx, rounds)
+    update = {
+        "messages": _tool_messages(pending, result, follow_up, ctx.max_tool_rounds - rounds),
+        "steps": [step],
+        "rounds": rounds,
+        "pending": None,
+        "errors": errors,
+        "forced_answer": at_limit,
+        "timings": {"tool_s": time.perf_counter() - t0},
+    }
+    return Command(update=update, goto="quantify" if at_limit else "decide")
+
+
+async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], list[AnyMessage]]:
+    """Ask for the answer (and repair it, at most ``answer_retries`` times)."""
+    messages = list(state["messages"])
+    new: list[AnyMessage] = []
+    update: dict[str, Any] = {"usage": {}, "timings": {}, "errors": []}
+    pending = state.get("pending") or {}
+    if pending.get("kind") == "malformed":
+        repair = HumanMessage(content=REPAIR_PROMPT.format(reason=pending["reason"]))
+        messages.append(repair)
+        new.append(repair)
+    schema = ("final_answer", answer_json_schema()) if ctx.structured_output else None
+    for attempt in range(ctx.answer_retries + 1):
+        reply, usage, model_s = await _call_model(ctx, messages, schema=schema)
+        for key, value in usage.items():
+            update["usage"][key] = update["usage"].get(key, 0) + value
+        update["timings"]["model_s"] = update["timings"].get("model_s", 0.0) + model_s
+        messages.append(reply)
+        new.append(reply)
+        parsed = parse_answer(message_text(reply))
+        if isinstance(parsed, AnswerAction):
+            answered = _answer_update(parsed)
+            update["errors"] += answered.pop("errors")
+            update.update(answered)
+            return update, new
+        assert isinstance(parsed, Malformed)
+        update["errors"].append(f"final answer unusable: {parsed.reason}")
+        if attempt < ctx.answer_retries:
+            repair = HumanMessage(content=REPAIR_PROMPT.format(reason=parsed.reason))
+            messages.append(repair)
+            new.append(repair)
+    update["score"] = None
+    update["errors"].append("no valid score after the repair prompt(s)")
+    return update, new
+
+
+async def quantify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Final score and rationale; asks the model when the gate gave no usable answer."""
+    if state.get("score") is not None:
+        return {}
+    t0 = time.perf_counter()
+    update, new_messages = await _final_answer(state, runtime.context)
+    update["messages"] = new_messages
+    update["timings"]["quantify_s"] = time.perf_counter() - t0
+    return update
+
+
+async def finalize(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Package the run as an :class:`Assessment` (JSON-ready, in ``state["assessment"]``)."""
+    model = runtime.context.get_model()
+    assessment = Assessment.from_state(
+        state, backend=backend_name(model), model=_model_label(model)
+    )
+    _emit(runtime, {"type": "final", "score": assessment.score, "rationale": assessment.rationale})
+    return {"assessment": assessment.model_dump(mode="json")}

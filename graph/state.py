@@ -1,0 +1,54 @@
+"""Graph state: plain, checkpointable data only (the image as bytes, never PIL objects)."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import NotRequired, TypedDict
+
+__all__ = ["InputState", "State", "merge_counts"]
+
+
+def merge_counts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer: add numeric values key by key (token usage, timings)."""
+    out = dict(left or {})
+    for key, value in (right or {}).items():
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+class InputState(TypedDict):
+    """What a caller gives the graph."""
+
+    image: bytes
+    image_name: NotRequired[str | None]
+    query: NotRequired[str | None]
+
+
+class State(InputState, total=False):
+    """Everything a run accumulates.
+
+    ``steps`` holds one dict per tool round: tool, args, ok, message, source,
+    box, gamma, elapsed_ms and the encoded view. ``pending`` carries the action
+    chosen by ``decide`` to the ``tool`` node. ``assessment`` is the final
+    result as a JSON-ready dict.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    image_info: dict[str, Any]
+    rubric: dict[str, dict[str, Any]]
+    rubric_note: str
+    steps: Annotated[list[dict[str, Any]], operator.add]
+    rounds: int
+    pending: dict[str, Any] | None
+    score: float | None
+    rationale: str
+    answer: str
+    forced_answer: bool
+    usage: Annotated[dict[str, int], merge_counts]
+    timings: Annotated[dict[str, float], merge_counts]
+    errors: Annotated[list[str], operator.add]
+    assessment: dict[str, Any]

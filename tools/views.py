@@ -1,0 +1,185 @@
+"""The view tools of Tool-IQA as pure numpy/PIL functions.
+
+- Magnifier: crop a box ``[x1, y1, x2, y2]`` and present it as a larger view.
+- Gamma corrector: ``I_out = I_in ** gamma`` on intensities in [0, 1], through a
+  256-entry lookup table on 8-bit data.
+
+Boxes come in one of three conventions:
+
+``rel1000``  Qwen-VL's relative coordinates, 0–1000 on each axis (the default).
+``pixel``    pixel coordinates of the original image.
+``unit``     relative coordinates in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "GAMMA_PRESETS",
+    "GAMMA_RANGE",
+    "MIN_REGION_SIDE",
+    "BBoxConvention",
+    "ToolArgumentError",
+    "apply_gamma",
+    "bbox_to_pixels",
+    "crop",
+    "gamma_lut",
+    "magnify",
+    "resolve_gamma",
+]
+
+BBoxConvention = Literal["rel1000", "pixel", "unit"]
+CONVENTION_SCALE: dict[str, float | None] = {"rel1000": 1000.0, "unit": 1.0, "pixel": None}
+
+#: Smallest side of a magnifier region, in pixels of the original image
+#: (one Qwen-VL vision token covers 28×28 pixels after merging).
+MIN_REGION_SIDE = 28
+#: Allowed explicit gamma values.
+GAMMA_RANGE = (0.2, 5.0)
+#: The paper's two options: brighten reveals shadows, darken reveals highlights.
+GAMMA_PRESETS: dict[str, float] = {"brighten": 0.5, "darken": 2.0}
+
+
+class ToolArgumentError(ValueError):
+    """A tool call's arguments cannot be used; the message tells the model what to change."""
+
+
+def _coerce_box(bbox: object) -> tuple[float, float, float, float]:
+    if isinstance(bbox, str | bytes) or not isinstance(bbox, Sequence) or len(bbox) != 4:
+        raise ToolArgumentError(
+            f"bbox must be a list of four numbers [x1, y1, x2, y2], got {bbox!r}"
+        )
+    values: list[float] = []
+    for v in bbox:
+        if isinstance(v, bool):
+            raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}")
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}") from None
+        if not math.isfinite(f):
+            raise ToolArgumentError(f"bbox values must be finite numbers, got {bbox!r}")
+        values.append(f)
+    return values[0], values[1], values[2], values[3]
+
+
+def bbox_to_pixels(
+    bbox: object,
+    width: int,
+    height: int,
+    convention: BBoxConvention = "rel1000",
+    *,
+    min_side: int = MIN_REGION_SIDE,
+) -> tuple[int, int, int, int]:
+    """Turn a model's box into pixel bounds ``(x1, y1, x2, y2)`` (x2, y2 exclusive).
+
+    The box is converted from ``convention``, clamped to the image, and widened
+    outwards to whole pixels. Non-numeric, NaN, inverted or empty boxes, boxes
+    wholly outside the image and regions under ``min_side`` pixels per side
+    (or the image side, for images smaller than that) raise
+    :class:`ToolArgumentError`.
+    """
+    if convention not in CONVENTION_SCALE:
+        raise ValueError(f"unknown bbox convention {convention!r}; use rel1000, pixel or unit")
+    given = _coerce_box(bbox)
+    shown = "[" + ", ".join(f"{v:g}" for v in given) + "]"
+    x1, y1, x2, y2 = given
+    if x2 <= x1 or y2 <= y1:
+        raise ToolArgumentError(
+            f"bbox {shown} is inverted or empty: it must satisfy x1 < x2 and y1 < y2"
+        )
+    scale = CONVENTION_SCALE[convention]
+    if scale is not None:
+        x1, x2 = x1 * width / scale, x2 * width / scale
+        y1, y2 = y1 * height / scale, y2 * height / scale
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        limit = {"rel1000": "0-1000", "unit": "0-1", "pixel": f"0-{width} x 0-{height}"}[convention]
+        raise ToolArgumentError(f"bbox {shown} lies outside the image; coordinates are {limit}")
+    px1 = max(0, math.floor(x1))
+    py1 = max(0, math.floor(y1))
+    px2 = min(width, math.ceil(x2))
+    py2 = min(height, math.ceil(y2))
+    need_w = min(min_side, width)
+    need_h = min(min_side, height)
+    if px2 - px1 < need_w or py2 - py1 < need_h:
+        raise ToolArgumentError(
+            f"region is too small ({px2 - px1}x{py2 - py1} px); each side must cover at least "
+            f"{min_side} px of the {width}x{height} image, so choose a larger box"
+        )
+    return px1, py1, px2, py2
+
+
+def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels inside a pixel box ``(x1, y1, x2, y2)``, x2/y2 exclusive (a copy)."""
+    x1, y1, x2, y2 = box
+    return np.array(rgb[y1:y2, x1:x2], copy=True)
+
+
+def magnify(
+    rgb: np.ndarray,
+    bbox: object,
+    convention: BBoxConvention = "rel1000",
+    *,
+    max_pixels: int | None = None,
+    max_zoom: float = 4.0,
+    min_side: int = MIN_REGION_SIDE,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Crop the box and enlarge it (bicubic) to fill ``max_pixels``, at most ``max_zoom``×.
+
+    Returns the view and the pixel box it came from. Without ``max_pixels`` the
+    crop is returned at its native resolution.
+    """
+    height, width = rgb.shape[:2]
+    box = bbox_to_pixels(bbox, width, height, convention, min_side=min_side)
+    view = crop(rgb, box)
+    if max_pixels is None:
+        return view, box
+    h, w = view.shape[:2]
+    zoom = min(max_zoom, math.sqrt(max_pixels / float(w * h)))
+    if zoom > 1.0:
+        size = (max(1, math.floor(w * zoom)), max(1, math.floor(h * zoom)))
+        view = np.asarray(Image.fromarray(view).resize(size, Image.Resampling.BICUBIC))
+    return view, box
+
+
+def resolve_gamma(mode: str | None = None, gamma: float | None = None) -> float:
+    """The gamma to apply, from the paper's ``brighten``/``darken`` option and/or an explicit value.
+
+    An explicit gamma must lie in :data:`GAMMA_RANGE` and agree with the mode
+    (brighten needs gamma < 1, darken gamma > 1).
+    """
+    if mode is not None and mode not in GAMMA_PRESETS:
+        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+    if gamma is None:
+        if mode is None:
+            raise ToolArgumentError("give a mode ('brighten' or 'darken') or a gamma value")
+        return GAMMA_PRESETS[mode]
+    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma):
+        raise ToolArgumentError(f"gamma must be a finite number, got {gamma!r}")
+    lo, hi = GAMMA_RANGE
+    if not lo <= gamma <= hi:
+        raise ToolArgumentError(f"gamma {gamma} is outside the allowed range [{lo}, {hi}]")
+    if mode == "brighten" and gamma >= 1.0:
+        raise ToolArgumentError(f"brighten needs gamma < 1 (got {gamma})")
+    if mode == "darken" and gamma <= 1.0:
+        raise ToolArgumentError(f"darken needs gamma > 1 (got {gamma})")
+    return float(gamma)
+
+
+def gamma_lut(gamma: float) -> np.ndarray:
+    """The 256-entry uint8 table ``round(255 * (i / 255) ** gamma)``."""
+    x = np.arange(256, dtype=np.float64) / 255.0
+    return np.clip(np.rint(255.0 * np.power(x, gamma)), 0, 255).astype(np.uint8)
+
+
+def apply_gamma(rgb: np.ndarray, gamma: float) -> np.ndarray:
+    """``I_out = I_in ** gamma`` per channel on 8-bit data, by table lookup."""
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"apply_gamma expects uint8 data, got {rgb.dtype}")
+    return gamma_lut(gamma)[rgb]
