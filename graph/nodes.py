@@ -295,17 +295,24 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
 
 
 async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], list[AnyMessage]]:
-    """Ask for the answer (and repair it, at most ``answer_retries`` times)."""
+    """Ask for the answer, with at most ``answer_retries`` repair prompts in all
+    (an unusable gate reply already spends one)."""
     messages = list(state["messages"])
     new: list[AnyMessage] = []
-    update: dict[str, Any] = {"usage": {}, "timings": {}, "errors": []}
+    update: dict[str, Any] = {"usage": {}, "timings": {}, "errors": [], "score": None}
+    repairs_left = ctx.answer_retries
     pending = state.get("pending") or {}
-    if pending.get("kind") == "malformed":
-        repair = HumanMessage(content=REPAIR_PROMPT.format(reason=pending["reason"]))
-        messages.append(repair)
-        new.append(repair)
+    reason = pending.get("reason") if pending.get("kind") == "malformed" else None
     schema = ("final_answer", answer_json_schema()) if ctx.structured_output else None
-    for attempt in range(ctx.answer_retries + 1):
+    while True:
+        if reason is not None:
+            if repairs_left == 0:
+                update["errors"].append("no valid score after the repair prompt(s)")
+                return update, new
+            repairs_left -= 1
+            repair = HumanMessage(content=REPAIR_PROMPT.format(reason=reason))
+            messages.append(repair)
+            new.append(repair)
         reply, usage, model_s = await _call_model(ctx, messages, schema=schema)
         for key, value in usage.items():
             update["usage"][key] = update["usage"].get(key, 0) + value
@@ -320,13 +327,7 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
             return update, new
         assert isinstance(parsed, Malformed)
         update["errors"].append(f"final answer unusable: {parsed.reason}")
-        if attempt < ctx.answer_retries:
-            repair = HumanMessage(content=REPAIR_PROMPT.format(reason=parsed.reason))
-            messages.append(repair)
-            new.append(repair)
-    update["score"] = None
-    update["errors"].append("no valid score after the repair prompt(s)")
-    return update, new
+        reason = parsed.reason
 
 
 async def quantify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:

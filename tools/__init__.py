@@ -13,6 +13,7 @@ from .image_io import (
     decode_image_cached,
     encode_image,
     fit_within_pixels,
+    image_digest,
     model_image,
     read_image_bytes,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "encode_image",
     "fit_within_pixels",
     "gamma_lut",
+    "image_digest",
     "magnify",
     "model_image",
     "read_image_bytes",

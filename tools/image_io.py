@@ -148,7 +148,9 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image is too large to decode safely: {exc}") from None
+        raise ImageError(
+            f"image is over the limit of decodable pixels (possible decompression bomb): {exc}"
+        ) from None
     except OSError as exc:
         raise ImageError(f"cannot open image: {exc}") from None
     width, height = img.size
@@ -172,7 +174,9 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
             img.load()
             transposed_img = ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image is too large to decode safely: {exc}") from None
+        raise ImageError(
+            f"image is over the limit of decodable pixels (possible decompression bomb): {exc}"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"truncated or corrupt image data: {exc}") from None
     finally:
