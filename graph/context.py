@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
+
 from tooliqa.tools import VIEW_TOOLS, BBoxConvention, ImageLimits, ViewSettings
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Context"]

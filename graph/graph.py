@@ -18,7 +18,7 @@ from .state import InputState, State
 __all__ = ["build_graph", "compile_graph", "graph"]
 
 
-def build_graph(context_schema: type[Context] = Context) -> StateGraph:
+def build_graph(context_schema: type[Context] = Context) -> StateGraph[Any, Any, Any, Any]:
     """The uncompiled graph (add it to a parent graph, or compile with a checkpointer)."""
     builder = StateGraph(State, context_schema=context_schema, input_schema=InputState)
     builder.add_node("observe", observe)
@@ -37,7 +37,7 @@ def compile_graph(
     checkpointer: Any = None,
     context_schema: type[Context] = Context,
     name: str = "tooliqa",
-) -> CompiledStateGraph:
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the assessment graph, optionally with a checkpointer (e.g. SqliteSaver)."""
     return build_graph(context_schema).compile(checkpointer=checkpointer, name=name)
 

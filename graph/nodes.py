@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+
 from tooliqa.tools import (
     canonical_tool_name,
     data_url,
@@ -105,7 +106,7 @@ async def _call_model(
     elapsed = time.perf_counter() - t0
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=message_text(reply))
-    meta = reply.usage_metadata or {}
+    meta: dict[str, Any] = dict(reply.usage_metadata or {})
     usage = {
         "input_tokens": int(meta.get("input_tokens", 0) or 0),
         "output_tokens": int(meta.get("output_tokens", 0) or 0),

@@ -205,7 +205,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     raw = block.strip()
     try:
         obj = json.loads(raw)
-    except (json.JSONDecodeError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
         obj = _json_object(raw)
         if obj is None:
             return InvalidToolCall(f"tool call is not valid JSON ({exc.msg})", None, raw, "text")
@@ -217,7 +217,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     if isinstance(args, str):
         try:
             args = json.loads(args)
-        except (json.JSONDecodeError, ValueError) as exc:
+        except json.JSONDecodeError as exc:
             return InvalidToolCall(
                 f"tool arguments are not valid JSON ({exc.msg})", obj["name"], raw, "text"
             )

@@ -8,7 +8,7 @@ sent. Every call is recorded (messages and bound kwargs such as ``tools``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -34,6 +34,7 @@ def tool_call_message(
 class ScriptedChatModel(GenericFakeChatModel):
     """Replays scripted replies in order and records every call."""
 
+    messages: Iterator[Any]  # AIMessage, str or a callable (see the module docstring)
     calls: list[dict[str, Any]] = Field(default_factory=list)
     backend_name: str = "scripted"
     disable_streaming: bool = True

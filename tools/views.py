@@ -60,7 +60,7 @@ def _coerce_box(bbox: object) -> tuple[float, float, float, float]:
         if isinstance(v, bool):
             raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}")
         try:
-            f = float(v)  # type: ignore[arg-type]
+            f = float(v)
         except (TypeError, ValueError):
             raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}") from None
         if not math.isfinite(f):
@@ -182,4 +182,4 @@ def apply_gamma(rgb: np.ndarray, gamma: float) -> np.ndarray:
     """``I_out = I_in ** gamma`` per channel on 8-bit data, by table lookup."""
     if rgb.dtype != np.uint8:
         raise TypeError(f"apply_gamma expects uint8 data, got {rgb.dtype}")
-    return gamma_lut(gamma)[rgb]
+    return np.take(gamma_lut(gamma), rgb)

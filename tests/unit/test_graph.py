@@ -7,14 +7,16 @@ import base64
 
 import numpy as np
 import pytest
-from conftest import RUBRIC_REPLY
 from langchain_core.messages import HumanMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
+
 from tooliqa.graph import Assessment, Context, build_graph, compile_graph, graph
 from tooliqa.graph.prompts import FINAL_PROMPT, GATE_PROMPT, REPAIR_PROMPT
 from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
 from tooliqa.tools import apply_gamma, decode_image
-from typing_extensions import TypedDict
+
+from conftest import RUBRIC_REPLY
 
 
 def run(model: ScriptedChatModel, image: bytes, **ctx) -> Assessment:

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+
 from tooliqa.tools import (
     ImageError,
     ImageLimits,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.messages import AIMessage
+
 from tooliqa.graph.parsing import (
     AnswerAction,
     InvalidToolCall,

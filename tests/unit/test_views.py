@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from tooliqa.tools import (
     GAMMA_PRESETS,
     ToolArgumentError,

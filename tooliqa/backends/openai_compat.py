@@ -75,7 +75,7 @@ def check_server(base_url: str, *, api_key: str = "EMPTY", timeout: float = 10.0
         raise BackendError(f"cannot reach a model server at {root}: {reason}") from None
     except json.JSONDecodeError:
         raise BackendError(f"server at {root} did not return JSON for /models") from None
-    models = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
+    models = [str(m["id"]) for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
     if not models:
         raise BackendError(f"server at {root} lists no models")
     return models

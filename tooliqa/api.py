@@ -1,0 +1,217 @@
+"""The public Python entry: ``assess(image) -> Assessment`` and the app-level graph.
+
+Without a model or server, the embedded classic backend assesses (no GPU, no
+network); with ``server=URL`` an OpenAI-compatible (vLLM) server does.
+
+``graph`` here is the compiled assessment graph whose context defaults to the
+classic backend (or to a server named in the context): it is the graph that
+``langgraph.json`` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+
+from tooliqa.graph import Assessment, Context, compile_graph
+from tooliqa.graph.nodes import backend_name
+from tooliqa.tools import ImageError, ImageLimits, decode_image_cached, read_image_bytes
+
+__all__ = [
+    "AppContext",
+    "ImageInput",
+    "aassess",
+    "assess",
+    "assess_many",
+    "graph",
+    "load_image_input",
+    "make_context",
+]
+
+ImageInput = str | os.PathLike[str] | bytes | np.ndarray | Any
+
+
+@dataclass(kw_only=True)
+class AppContext(Context):
+    """A :class:`Context` whose model defaults to the classic backend, or to the
+    OpenAI-compatible server at ``server`` (model ``server_model``)."""
+
+    server: str | None = None
+    server_model: str | None = None
+    _resolved: BaseChatModel | None = field(default=None, init=False, repr=False, compare=False)
+
+    def get_model(self) -> BaseChatModel:
+        if self.model is not None:
+            return self.model
+        if self._resolved is None:
+            if self.server:
+                from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
+
+                self._resolved = make_chat_model(ServerConfig(self.server, self.server_model))
+            else:
+                from tooliqa.backends.classic import ClassicChatModel
+
+                self._resolved = ClassicChatModel(bbox_convention=self.bbox_convention)
+        return self._resolved
+
+
+#: The compiled graph with :class:`AppContext` (classic backend unless told otherwise).
+graph = compile_graph(context_schema=AppContext)
+
+
+def make_context(
+    *,
+    model: BaseChatModel | None = None,
+    server: str | None = None,
+    model_name: str | None = None,
+    max_rounds: int = 2,
+    **settings: Any,
+) -> AppContext:
+    """A run context: an explicit ``model`` wins, else ``server``, else the classic backend."""
+    ctx = AppContext(
+        model=model, server=server, server_model=model_name, max_tool_rounds=max_rounds, **settings
+    )
+    ctx.get_model()  # resolve now: a bad server fails here, once, with a clear message
+    return ctx
+
+
+def load_image_input(
+    image: ImageInput, limits: ImageLimits | None = None
+) -> tuple[bytes, str | None]:
+    """Encoded bytes and a display name for a path, bytes, numpy array or PIL image."""
+    if isinstance(image, str | os.PathLike):
+        return read_image_bytes(image, limits), str(image)
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image), None
+    if isinstance(image, np.ndarray):
+        from tooliqa.tools import encode_image
+
+        arr = image if image.ndim == 3 else np.repeat(np.asarray(image)[..., None], 3, axis=2)
+        if arr.dtype != np.uint8:
+            raise ImageError(f"numpy images must be uint8, got {arr.dtype}")
+        return encode_image(arr[..., :3]), None
+    if hasattr(image, "save") and hasattr(image, "mode"):  # a PIL image
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue(), getattr(image, "filename", None) or None
+    raise TypeError(f"cannot assess an object of type {type(image).__name__}")
+
+
+def _backend_error(exc: BaseException) -> BaseException | None:
+    """Translate model-server failures into BackendError with a readable reason."""
+    from tooliqa.backends.openai_compat import BackendError
+
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a core dependency
+        return None
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
+        return BackendError(f"model server unreachable or timed out: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        return BackendError(f"model server error (HTTP {exc.status_code}): {exc.message}")
+    return None
+
+
+async def aassess(
+    image: ImageInput,
+    *,
+    context: Context | None = None,
+    model: BaseChatModel | None = None,
+    server: str | None = None,
+    model_name: str | None = None,
+    query: str | None = None,
+    max_rounds: int = 2,
+    name: str | None = None,
+    config: RunnableConfig | None = None,
+) -> Assessment:
+    """Assess one image. Raises :class:`~tooliqa.tools.ImageError` for an unusable
+    image and :class:`~tooliqa.backends.openai_compat.BackendError` when the model
+    server fails."""
+    ctx = context or make_context(
+        model=model, server=server, model_name=model_name, max_rounds=max_rounds
+    )
+    data, default_name = load_image_input(image, ctx.image_limits)
+    await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)  # fail early, clearly
+    t0 = time.perf_counter()
+    inputs = {"image": data, "image_name": name or default_name, "query": query}
+    try:
+        state = await graph.ainvoke(inputs, config=config, context=ctx)
+    except Exception as exc:
+        translated = _backend_error(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+    result = Assessment.model_validate(state["assessment"])
+    for step, raw in zip(result.steps, state.get("steps") or [], strict=False):
+        step.view = raw.get("view")
+    result.timings["total_s"] = round(time.perf_counter() - t0, 6)
+    return result
+
+
+def assess(image: ImageInput, **kwargs: Any) -> Assessment:
+    """Synchronous :func:`aassess` (for scripts and notebooks without a running loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(aassess(image, **kwargs))
+    raise RuntimeError("assess() was called inside a running event loop; use `await aassess(...)`")
+
+
+async def assess_many(
+    images: Iterable[ImageInput],
+    *,
+    context: Context | None = None,
+    concurrency: int = 4,
+    query: str | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[tuple[int, Assessment]]:
+    """Assess many images concurrently, yielding ``(index, Assessment)`` as each finishes.
+
+    One bad image never stops the others: its Assessment carries ``error``.
+    """
+    ctx = context or make_context(**kwargs)
+    label = backend_name(ctx.get_model())
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(i: int, item: ImageInput) -> tuple[int, Assessment]:
+        async with sem:
+            shown = str(item) if isinstance(item, str | os.PathLike) else None
+            try:
+                return i, await aassess(item, context=ctx, query=query)
+            except (ImageError, TypeError) as exc:
+                return i, Assessment.failure(str(exc), image=shown, backend=label)
+            except Exception as exc:
+                translated = _backend_error(exc)
+                message = str(translated or f"{type(exc).__name__}: {exc}")
+                return i, Assessment.failure(message, image=shown, backend=label)
+
+    tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(images)]
+    try:
+        for fut in asyncio.as_completed(tasks):
+            yield await fut
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def image_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand directories (recursively, sorted) to the image files inside."""
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+        else:
+            out.append(p)
+    return out
