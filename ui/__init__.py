@@ -1,0 +1,1 @@
+"""The Gradio demo page. Gradio is imported only here, lazily; nothing imports this package."""
