@@ -297,7 +297,25 @@ def _parameters(tool: ViewTool, convention: str, strict: bool) -> dict[str, Any]
     schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
     if strict:
         schema["additionalProperties"] = False
+        if tool.name == "gamma_corrector":
+            # Constrained decoding then only produces consistent calls: brighten with
+            # gamma < 1, darken with gamma > 1 (or the mode's preset when gamma is omitted).
+            schema["anyOf"] = [
+                _gamma_branch("brighten", GAMMA_RANGE[0], 0.95),
+                _gamma_branch("darken", 1.05, GAMMA_RANGE[1]),
+            ]
     return schema
+
+
+def _gamma_branch(mode: str, lo: float, hi: float) -> dict[str, Any]:
+    return {
+        "properties": {
+            "mode": {"type": "string", "enum": [mode]},
+            "gamma": {"type": "number", "minimum": lo, "maximum": hi},
+        },
+        "required": ["mode"],
+        "additionalProperties": False,
+    }
 
 
 def tool_specs(
