@@ -31,6 +31,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
+from tooliqa.backends.openai_compat import ServerConfig, make_chat_model  # noqa: E402
+from tooliqa.graph import Context, graph  # noqa: E402
+from tooliqa.tools import encode_image  # noqa: E402
+
 from vllm_server import (  # noqa: E402
     RecordingProxy,
     build_tiny_model,
@@ -38,10 +42,6 @@ from vllm_server import (  # noqa: E402
     start_vllm_server,
     vllm_venv,
 )
-
-from tooliqa.backends.openai_compat import ServerConfig, make_chat_model  # noqa: E402
-from tooliqa.graph import Context, graph  # noqa: E402
-from tooliqa.tools import encode_image  # noqa: E402
 
 
 def make_images(n: int, size: int = 256) -> list[bytes]:

@@ -1,31 +1,13 @@
-"""Shared fixtures: small test images and paths to the shared data folder."""
+"""Shared fixtures: small test images and the examples folder."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-RUBRIC_REPLY = """<thinking>Whole image inspected.</thinking>
-<answer>
-Sharpness: [Medium] - slightly soft
-Noise: [None] - clean
-Artifacts: [Minor] - faint blocking
-Exposure: [Poor] - dark
-Saliency Visibility: [Obscured] - subject in shadow
-</answer>"""
-
-
-def png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from _support import REPO, png_bytes
 
 
 @pytest.fixture

@@ -16,12 +16,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from vllm_server import RecordingProxy
 
 from tooliqa import assess
 from tooliqa.backends.openai_compat import ServerConfig, check_server, make_chat_model
 from tooliqa.graph import Assessment, Context, graph
 from tooliqa.tools import apply_gamma
+
+from vllm_server import RecordingProxy
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from tooliqa.api import AppContext, assess_many, graph, load_image_input, make_c
 from tooliqa.backends.openai_compat import BackendError
 from tooliqa.graph.testing import ScriptedChatModel
 
-from conftest import RUBRIC_REPLY, png_bytes
+from _support import RUBRIC_REPLY, png_bytes
 
 
 def test_default_backend_is_classic(image_bytes):

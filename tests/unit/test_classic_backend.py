@@ -12,7 +12,7 @@ from tooliqa.graph import Assessment, Context, graph
 from tooliqa.tools import decode_image, read_image_bytes
 from tooliqa.tools.measures import measure
 
-from conftest import REPO, png_bytes
+from _support import REPO, png_bytes
 
 EXAMPLES = REPO / "examples"
 

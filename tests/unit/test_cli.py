@@ -11,7 +11,7 @@ import pytest
 
 from tooliqa.cli import main
 
-from conftest import REPO
+from _support import REPO
 
 EXAMPLES = REPO / "examples"
 

@@ -16,7 +16,7 @@ from tooliqa.graph.prompts import FINAL_PROMPT, GATE_PROMPT, REPAIR_PROMPT
 from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
 from tooliqa.tools import apply_gamma, decode_image
 
-from conftest import RUBRIC_REPLY
+from _support import RUBRIC_REPLY
 
 
 def run(model: ScriptedChatModel, image: bytes, **ctx) -> Assessment:
@@ -311,7 +311,7 @@ def test_streaming_updates_and_custom_events(image_bytes):
 
 
 def test_abatch_with_max_concurrency(image_bytes, image_array):
-    from conftest import png_bytes
+    from _support import png_bytes
 
     other = png_bytes(255 - image_array)
     m = ScriptedChatModel.from_replies([RUBRIC_REPLY, "<answer>3</answer>"] * 3)
