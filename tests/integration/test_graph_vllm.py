@@ -142,6 +142,8 @@ def test_assess_api_and_cli_against_the_server(vllm_server, tmp_path, capsys):
     ctx = constrained(vllm_server.base_url, vllm_server.model, "gamma_corrector")
     a = assess(path, context=ctx)
     assert a.image == str(path) and a.score is not None and a.steps[0].ok
+    # The same model object again, in a new event loop (each assess() runs its own).
+    assert assess(path, context=ctx).score == a.score
 
     # The CLI without constraints: the random model's free text may not parse, but the
     # run must end with a defined outcome (a score or an error), never a crash.
@@ -152,3 +154,14 @@ def test_assess_api_and_cli_against_the_server(vllm_server, tmp_path, capsys):
     assert record["backend"] == "openai"
     assert (record["score"] is None) == (record["error"] is not None)
     assert code == (1 if record["score"] is None else 0)
+
+
+def test_replies_cut_at_max_tokens_end_in_a_defined_outcome(vllm_server):
+    """Structured replies truncated by max_tokens are malformed text, not exceptions."""
+    chat = make_chat_model(ServerConfig(vllm_server.base_url, vllm_server.model, max_tokens=3))
+    ctx = Context(model=chat, max_tool_rounds=1, structured_output=True, answer_retries=1)
+    out = asyncio.run(graph.ainvoke({"image": png(scene())}, context=ctx))
+    a = Assessment.model_validate(out["assessment"])
+    assert a.score is None and a.error == "no valid score after the repair prompt(s)"
+    assert "rubric note could not be parsed" in a.errors
+    assert a.usage.model_calls >= 3

@@ -7,13 +7,16 @@ graph's pixel budget; tool views go back in a user turn after the tool message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
 from langchain_openai import ChatOpenAI
+from pydantic import PrivateAttr
 
 __all__ = [
     "BackendError",
@@ -25,9 +28,51 @@ __all__ = [
 
 
 class OpenAICompatibleChat(ChatOpenAI):
-    """ChatOpenAI labelled for Assessments; vLLM's logprobs stay in ``response_metadata``."""
+    """ChatOpenAI labelled for Assessments; vLLM's logprobs stay in ``response_metadata``.
+
+    A JSON-schema ``response_format`` is sent in the request body as it is, through
+    the plain completions call: ChatOpenAI would otherwise use the client's
+    ``parse`` helper, which raises on a reply cut at ``max_tokens`` instead of
+    returning the text (the graph turns such text into a defined outcome).
+    """
 
     backend_name: str = "openai"
+
+    _client_loop: Any = PrivateAttr(default=None)
+
+    def _client_for_running_loop(self) -> None:
+        """Give the async client an HTTP connection pool of the running event loop.
+
+        LangChain shares one cached pool per base URL process-wide; its
+        connections belong to the loop that opened them, so a second
+        ``asyncio.run`` (e.g. two ``tooliqa.assess`` calls) would fail with
+        "Event loop is closed".
+        """
+        loop = asyncio.get_running_loop()
+        if self._client_loop is loop:
+            return
+        root = self.root_async_client
+        self.root_async_client = root.with_options(
+            http_client=openai.DefaultAsyncHttpxClient(timeout=root.timeout)
+        )
+        self.async_client = self.root_async_client.chat.completions
+        self._client_loop = loop
+
+    async def _agenerate(
+        self, messages: Any, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        self._client_for_running_loop()
+        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    def _get_request_payload(
+        self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        fmt = payload.get("response_format")
+        if isinstance(fmt, dict):
+            del payload["response_format"]
+            payload["extra_body"] = {**(payload.get("extra_body") or {}), "response_format": fmt}
+        return payload
 
 
 class BackendError(RuntimeError):
