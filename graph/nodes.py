@@ -69,6 +69,19 @@ def _model_label(model: BaseChatModel) -> str | None:
     return None
 
 
+#: Image work below these sizes runs inline on the event loop: a thread hand-off
+#: costs more than the work when a busy local model server holds the CPU.
+_INLINE_BYTES = 2 * 1024 * 1024
+_INLINE_PIXELS = 2_000_000
+
+
+async def _offload(big: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in a worker thread when the input is big, else inline."""
+    if big:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
+
+
 def _emit(runtime: Runtime[Context], event: dict[str, Any]) -> None:
     writer = getattr(runtime, "stream_writer", None)
     if writer is not None:
@@ -133,7 +146,9 @@ async def observe(
     """Show the image with the rubric prompt; record the rubric note."""
     ctx = runtime.context
     t0 = time.perf_counter()
-    decoded = await asyncio.to_thread(decode_image_cached, state["image"], ctx.image_limits)
+    decoded = await _offload(
+        len(state["image"]) > _INLINE_BYTES, decode_image_cached, state["image"], ctx.image_limits
+    )
     payload, mime, info = model_image(state["image"], decoded, ctx.max_pixels)
     system = SYSTEM_PROMPT
     if ctx.tool_protocol == "text" and ctx.tools_available:
@@ -222,7 +237,9 @@ async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> V
             message=f"Tool call failed: {pending['reason']}",
         )
     decoded = decode_image_cached(state["image"], ctx.image_limits)
-    return await asyncio.to_thread(
+    big = decoded.width * decoded.height > _INLINE_PIXELS
+    return await _offload(
+        big,
         run_view_tool,
         pending["name"],
         pending["args"],
