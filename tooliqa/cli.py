@@ -1,4 +1,4 @@
-"""Command line: ``tooliqa assess`` and ``tooliqa serve``."""
+"""Command line: ``tooliqa assess``, ``serve``, ``eval`` and ``report``."""
 
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _assess_parser(sub)
     _serve_parser(sub)
+    from tooliqa.eval.cli import add_eval_parser, add_report_parser
+
+    add_eval_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
@@ -195,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_assess(args))
     if args.command == "serve":
         return _run_serve(args)
+    if args.command in ("eval", "report"):
+        from tooliqa.eval.cli import run_eval, run_report
+
+        return run_eval(args) if args.command == "eval" else run_report(args)
     return 2  # pragma: no cover
 
 

@@ -98,3 +98,29 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer
         raise
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_replica(
+    vllm_server: VLLMServerInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VLLMServerInfo]:
+    """A second server hosting the same tiny model: a replica for spreading requests."""
+    venv = vllm_venv()
+    log_path = tmp_path_factory.mktemp("vllm-replica") / "server.log"
+    t0 = time.monotonic()
+    server = start_vllm_server(
+        vllm_server.model_dir, find_free_port(), venv=venv, log_path=log_path
+    )
+    try:
+        yield VLLMServerInfo(
+            base_url=server.base_url,
+            model=server.model,
+            model_dir=vllm_server.model_dir,
+            server=server,
+            timings={"server_ready_s": time.monotonic() - t0},
+        )
+    except BaseException:
+        sys.stderr.write(f"\nvLLM replica log tail ({log_path}):\n{server.log_tail()}\n")
+        raise
+    finally:
+        server.stop()

@@ -1,0 +1,166 @@
+"""``tooliqa eval`` and ``tooliqa report``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_eval_parser", "add_report_parser", "run_eval", "run_report"]
+
+
+def add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="evaluate on IQA datasets (resumable, stored in SQLite)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=LABELS[:ROOT]",
+        help="a dataset: registry name (or any name), label file, optional image root; repeatable",
+    )
+    p.add_argument("--split", help="only this split (e.g. test)")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="OpenAI-compatible server; repeat for replicas (requests are spread over them)",
+    )
+    p.add_argument("--model", help="model name on the server(s)")
+    p.add_argument(
+        "--method", help="name of this method in the store and reports (default: backend/model)"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=4, help="images in flight across all endpoints"
+    )
+    p.add_argument("--limit", type=int, help="only the first N images of each dataset")
+    p.add_argument("--db", default="runs.sqlite", help="SQLite result store (default runs.sqlite)")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write a report of these runs to DIR")
+    p.add_argument("--max-rounds", type=int, default=2)
+    p.add_argument("--tools", default="magnifier,gamma_corrector")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds per image before it counts as failed"
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="retries per image on transient server errors"
+    )
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=1024)
+    p.add_argument(
+        "--fit", choices=["5pl", "4pl", "none"], default="5pl", help="logistic fit before PLCC/RMSE"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=0, help="bootstrap resamples for confidence intervals"
+    )
+    p.add_argument("--no-progress", action="store_true")  # fmt: skip
+
+
+def add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="re-render reports from a result store")
+    p.add_argument("--db", default="runs.sqlite")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--run", action="append", help="run ids to include (default: all)")
+    p.add_argument("--fit", choices=["5pl", "4pl", "none"], default="5pl")
+    p.add_argument("--bootstrap", type=int, default=0)
+
+
+def _contexts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    from tooliqa.api import make_context
+    from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
+
+    tools = tuple(t for t in (args.tools or "").split(",") if t.strip())
+    common = {"max_rounds": args.max_rounds, "enabled_tools": tools}
+    if not args.server:
+        return {"classic": make_context(**common)}, "classic"
+    contexts = {}
+    for url in args.server:
+        cfg = ServerConfig(
+            url,
+            args.model,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            timeout=args.timeout,
+        )
+        model = make_chat_model(cfg)
+        contexts[url] = make_context(model=model, **common)
+    model_name = getattr(next(iter(contexts.values())).get_model(), "model_name", None) or "openai"
+    return contexts, str(model_name)
+
+
+def _write_report(
+    store: Any, out: Path, run_ids: list[str] | None, fit: str, bootstrap: int
+) -> list[Path]:
+    from .report import build_report, write_report
+
+    rows = store.rows(run_ids)
+    runs = [r.as_dict() for r in store.runs(run_ids)]
+    report = build_report(rows, runs, fit=fit, bootstrap=bootstrap)
+    return write_report(report, rows, out)
+
+
+async def _eval(args: argparse.Namespace) -> int:
+    from tooliqa.backends.openai_compat import BackendError
+
+    from .datasets import DatasetError, load_dataset
+    from .runner import run_dataset
+    from .store import ResultStore
+
+    try:
+        datasets = [load_dataset(spec, split=args.split) for spec in args.dataset]
+        contexts, default_method = _contexts(args)
+    except (DatasetError, BackendError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    method = args.method or default_method
+    settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,
+                "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens}  # fmt: skip
+    run_ids = []
+    with ResultStore(args.db) as store:
+        for ds in datasets:
+            for line in ds.problems:
+                print(f"{ds.name}: {line}", file=sys.stderr)
+            summary = await run_dataset(
+                store, ds, contexts, method=method, settings=settings, concurrency=args.concurrency,
+                limit=args.limit, timeout=args.timeout, retries=args.retries, progress=not args.no_progress,
+            )  # fmt: skip
+            run_ids.append(summary.run_id)
+            print(
+                f"{ds.name}: run {summary.run_id}: {summary.assessed} assessed, {summary.skipped} already done, "
+                f"{summary.failed} failed, {summary.wall_s:.1f} s; per endpoint {summary.per_endpoint}",
+                file=sys.stderr,
+            )
+        if args.report:
+            paths = _write_report(store, args.report, run_ids, args.fit, args.bootstrap)
+            print(f"report: {paths[0]}", file=sys.stderr)
+        _print_summary(store, run_ids, args.fit)
+    return 0
+
+
+def _print_summary(store: Any, run_ids: list[str], fit: str) -> None:
+    from .metrics import evaluate
+
+    for run in store.runs(run_ids):
+        rows = [r for r in store.rows([run.run_id]) if r["score"] is not None]
+        m = evaluate([r["score"] for r in rows], [r["mos_norm"] for r in rows], fit=fit)
+        srcc = "n/a" if m.srcc is None else f"{m.srcc:.4f}"
+        plcc = "n/a" if m.plcc is None else f"{m.plcc:.4f}"
+        print(f"{run.method}\t{run.dataset}\tn={m.n}\tSRCC {srcc}\tPLCC {plcc} ({fit})")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    return asyncio.run(_eval(args))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .store import ResultStore
+
+    if not Path(args.db).exists():
+        print(f"error: no result store at {args.db}", file=sys.stderr)
+        return 2
+    with ResultStore(args.db) as store:
+        paths = _write_report(store, args.out, args.run, args.fit, args.bootstrap)
+    for p in paths:
+        print(p)
+    return 0

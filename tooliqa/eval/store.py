@@ -1,0 +1,250 @@
+"""SQLite store of evaluation runs: every finished Assessment is written at once.
+
+One row per (run, dataset, image), committed as soon as the image is done, in
+WAL mode: a run killed at any point (even ``kill -9``) keeps every finished
+image, and re-running the same command resumes where it stopped. Several
+methods/backends live side by side in one database, each as its own run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tooliqa.graph import Assessment
+
+__all__ = ["ERROR_KINDS", "ResultStore", "RunInfo"]
+
+#: Why an image has no score. ``backend`` errors (server down, timeout) are
+#: retried when a run resumes; the others are final.
+ERROR_KINDS = ("image", "backend", "model")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    method      TEXT NOT NULL,
+    dataset     TEXT NOT NULL,
+    backend     TEXT,
+    model       TEXT,
+    config      TEXT NOT NULL DEFAULT '{}',
+    endpoints   TEXT NOT NULL DEFAULT '[]',
+    concurrency INTEGER NOT NULL DEFAULT 1,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    wall_s      REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id        TEXT NOT NULL REFERENCES runs(run_id),
+    dataset       TEXT NOT NULL,
+    image         TEXT NOT NULL,
+    mos           REAL,
+    mos_norm      REAL,
+    score         REAL,
+    error         TEXT,
+    error_kind    TEXT,
+    assessment    TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    tool_calls    INTEGER NOT NULL DEFAULT 0,
+    seconds       REAL NOT NULL DEFAULT 0,
+    endpoint      TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 1,
+    finished_at   REAL NOT NULL,
+    PRIMARY KEY (run_id, dataset, image)
+);
+"""
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    method: str
+    dataset: str
+    backend: str | None
+    model: str | None
+    config: dict[str, Any]
+    endpoints: list[str]
+    concurrency: int
+    started_at: float
+    finished_at: float | None
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class ResultStore:
+    """A thread-safe handle on one SQLite database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable against process kills in WAL mode
+        self._conn.executescript(_SCHEMA)
+        self._conn.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # runs ---------------------------------------------------------------
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        method: str,
+        dataset: str,
+        backend: str | None,
+        model: str | None,
+        config: dict[str, Any],
+        endpoints: list[str],
+        concurrency: int,
+    ) -> RunInfo:
+        """Create the run, or reopen it (a resume) keeping its start time and wall clock."""
+        now = time.time()
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO runs (run_id, method, dataset, backend, model, config, endpoints, concurrency, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id) DO UPDATE SET endpoints = excluded.endpoints,"
+                " concurrency = excluded.concurrency, finished_at = NULL",
+                (run_id, method, dataset, backend, model, json.dumps(config, sort_keys=True),
+                 json.dumps(endpoints), concurrency, now),
+            )  # fmt: skip
+        info = self.run(run_id)
+        assert info is not None
+        return info
+
+    def add_wall_time(self, run_id: str, seconds: float, *, finished: bool) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE runs SET wall_s = wall_s + ?, finished_at = ? WHERE run_id = ?",
+                (seconds, time.time() if finished else None, run_id),
+            )
+
+    def run(self, run_id: str) -> RunInfo | None:
+        runs = self.runs([run_id])
+        return runs[0] if runs else None
+
+    def runs(self, run_ids: Iterable[str] | None = None) -> list[RunInfo]:
+        sql = "SELECT run_id, method, dataset, backend, model, config, endpoints, concurrency, started_at, finished_at, wall_s FROM runs"
+        params: list[Any] = []
+        ids = list(run_ids) if run_ids is not None else None
+        if ids is not None:
+            sql += f" WHERE run_id IN ({','.join('?' * len(ids))})"
+            params = ids
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY started_at, run_id", params).fetchall()
+        return [
+            RunInfo(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                json.loads(r[5]),
+                json.loads(r[6]),
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+            )
+            for r in rows
+        ]
+
+    # results -------------------------------------------------------------
+    def done_images(
+        self, run_id: str, dataset: str, *, retry_backend_errors: bool = True
+    ) -> set[str]:
+        """Images already finished in this run (backend failures count as not done)."""
+        sql = "SELECT image FROM results WHERE run_id = ? AND dataset = ?"
+        if retry_backend_errors:
+            sql += " AND (error_kind IS NULL OR error_kind != 'backend')"
+        with self._lock:
+            return {row[0] for row in self._conn.execute(sql, (run_id, dataset))}
+
+    def add_result(
+        self,
+        run_id: str,
+        dataset: str,
+        image: str,
+        assessment: Assessment,
+        *,
+        mos: float | None,
+        mos_norm: float | None,
+        seconds: float,
+        endpoint: str | None = None,
+        error_kind: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """Write one finished image (replacing an earlier backend failure of the same image)."""
+        if error_kind is not None and error_kind not in ERROR_KINDS:
+            raise ValueError(f"error_kind must be one of {ERROR_KINDS}")
+        if assessment.score is None and error_kind is None:
+            error_kind = "model"
+        u = assessment.usage
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO results (run_id, dataset, image, mos, mos_norm, score, error, error_kind, assessment,"
+                " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id, dataset, image) DO UPDATE SET score = excluded.score, error = excluded.error,"
+                " error_kind = excluded.error_kind, assessment = excluded.assessment,"
+                " input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,"
+                " tool_calls = excluded.tool_calls, seconds = excluded.seconds, endpoint = excluded.endpoint,"
+                " attempts = results.attempts + excluded.attempts, finished_at = excluded.finished_at"
+                " WHERE results.error_kind = 'backend'",
+                (run_id, dataset, image, mos, mos_norm, assessment.score, assessment.error, error_kind,
+                 assessment.to_json(), u.input_tokens, u.output_tokens, len(assessment.steps), seconds,
+                 endpoint, attempts, time.time()),
+            )  # fmt: skip
+
+    def count(self, run_id: str | None = None) -> int:
+        sql, params = "SELECT COUNT(*) FROM results", ()
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id = ?", (run_id,)  # type: ignore[assignment]
+        with self._lock:
+            return int(self._conn.execute(sql, params).fetchone()[0])
+
+    def rows(self, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Result rows in the report's format (see :mod:`tooliqa.eval.report`)."""
+        runs = {r.run_id: r for r in self.runs(run_ids)}
+        if not runs:
+            return []
+        sql = (
+            "SELECT run_id, dataset, image, mos, mos_norm, score, error, error_kind, assessment,"
+            " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts"
+            f" FROM results WHERE run_id IN ({','.join('?' * len(runs))}) ORDER BY run_id, dataset, image"
+        )
+        with self._lock:
+            raw = self._conn.execute(sql, list(runs)).fetchall()
+        out = []
+        for r in raw:
+            a = json.loads(r[8])
+            steps = a.get("steps") or []
+            out.append(
+                {
+                    "run_id": r[0], "method": runs[r[0]].method, "dataset": r[1], "image": r[2],
+                    "mos": r[3], "mos_norm": r[4], "score": r[5], "error": r[6], "error_kind": r[7],
+                    "tool_calls": r[11], "tools": [s.get("tool") for s in steps],
+                    "tools_ok": [bool(s.get("ok")) for s in steps], "rubric": a.get("rubric") or {},
+                    "input_tokens": r[9], "output_tokens": r[10], "seconds": r[12],
+                    "backend": a.get("backend"), "endpoint": r[13], "attempts": r[14], "assessment": a,
+                }
+            )  # fmt: skip
+        return out
