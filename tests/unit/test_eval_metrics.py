@@ -246,9 +246,9 @@ def noisy() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("fit", ["5pl", "4pl", "none"])
 def test_bootstrap_ci_contains_estimate_and_is_seeded(noisy, fit: str) -> None:
     pred, mos = noisy
-    a = evaluate(pred, mos, fit=fit, bootstrap=200, seed=3)
-    b = evaluate(pred, mos, fit=fit, bootstrap=200, seed=3)
-    c = evaluate(pred, mos, fit=fit, bootstrap=200, seed=4)
+    a = evaluate(pred, mos, fit=fit, bootstrap=100, seed=3)
+    b = evaluate(pred, mos, fit=fit, bootstrap=100, seed=3)
+    c = evaluate(pred, mos, fit=fit, bootstrap=100, seed=4)
     assert set(a.ci) == {"srcc", "plcc"}
     for name in ("srcc", "plcc"):
         lo, hi = a.ci[name]

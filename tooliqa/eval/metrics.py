@@ -10,7 +10,11 @@ Both fits are constrained to be non-decreasing (4PL: ``b1 >= b2``; 5PL:
 ``b1, b2, b4 >= 0``). Predictions are on the same orientation as MOS (higher is
 better), so a decreasing mapping would silently turn anti-correlated
 predictions into a positive PLCC; with the constraint the sign survives.
-Correlations are never passed through ``abs()`` for the same reason.
+Correlations are never passed through ``abs()`` for the same reason. Fits use
+``scipy.optimize.curve_fit`` (trust-region reflective, analytic Jacobian, at
+most ``DEFAULT_MAX_NFEV`` evaluations per start) within bounds that keep the
+curve from degenerating into a step or drifting to its linear limit (see
+``_fit``); initial values are described in ``_starts``.
 
 Degenerate inputs (too few points, constant values, NaNs) give ``None`` values
 with a message from :func:`evaluate`; only mismatched lengths raise.
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +51,8 @@ DEFAULT_MAX_NFEV = 4000
 """Bound on model evaluations per curve_fit start (trust-region reflective)."""
 MAX_STEEPNESS = 20.0
 """Steepest logistic allowed: scale >= (prediction range) / MAX_STEEPNESS."""
+MAX_SPAN = 3.0
+"""Largest 4PL span (b1 - b2) or 5PL amplitude b1, in units of the MOS range."""
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -205,18 +211,27 @@ def _fit(
     max_nfev: int,
 ) -> LogisticFit:
     kind = f"{k}pl"
-    # The logistic's scale is kept at >= 1/MAX_STEEPNESS of the prediction range:
-    # without that bound, clusters of tied scores (e.g. many 5.0s) pull the fit
-    # towards a step function whose slope runs off to infinity and never converges.
-    scale = float(np.ptp(p)) or 1.0
+    # Bounds keep the problem compact (and cheap to solve):
+    # * the logistic's scale is >= 1/MAX_STEEPNESS of the prediction range --
+    #   clusters of tied scores (e.g. many 5.0s) otherwise pull the fit towards a
+    #   step whose slope runs off to infinity;
+    # * asymptotes / amplitude stay within MAX_SPAN MOS ranges and the centre
+    #   within one prediction range of the data -- on nearly linear data the
+    #   4PL otherwise drifts towards its linear limit (span and scale -> inf).
+    xr = float(np.ptp(p)) or 1.0
+    yr = float(np.ptp(m)) or 1.0
+    x_min, x_max, y_min, y_max = float(p.min()), float(p.max()), float(m.min()), float(m.max())
+    centre = (x_min - xr, x_max + xr)
+    model: Callable[..., np.ndarray]
+    jac: Callable[..., np.ndarray]
     if k == 4:
         model, jac = _model_4pl, _jac_4pl
-        lower = [-np.inf, 0.0, -np.inf, scale / MAX_STEEPNESS]
-        upper = [np.inf] * 4
+        lower = [y_min - MAX_SPAN * yr, 0.0, centre[0], xr / MAX_STEEPNESS]
+        upper = [y_max, MAX_SPAN * yr, centre[1], np.inf]
     else:
         model, jac = logistic_5pl, _jac_5pl
-        lower = [0.0, 0.0, -np.inf, 0.0, -np.inf]
-        upper = [np.inf, MAX_STEEPNESS / scale, np.inf, np.inf, np.inf]
+        lower = [0.0, 0.0, centre[0], 0.0, -np.inf]
+        upper = [MAX_SPAN * yr, MAX_STEEPNESS / xr, centre[1], np.inf, np.inf]
     best: tuple[float, np.ndarray] | None = None
     errors: list[str] = []
     for start in starts:
@@ -233,7 +248,7 @@ def _fit(
                     bounds=(lower, upper),
                     method="trf",
                     max_nfev=max_nfev,
-                    x_scale="jac",
+                    x_scale=1.0,
                 )
         except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning) as exc:
             errors.append(
@@ -467,6 +482,8 @@ def _bootstrap(
             if k == 4:  # back to the internal (lo, span, b3, b4) parametrisation
                 params = [params[1], params[0] - params[1], params[2], params[3]]
             bf = _fit(bp, bm, k, [params], max_nfev=DEFAULT_MAX_NFEV // 4)
+            if not bf.ok:  # retry from the data-driven starts before giving up
+                bf = _fit(bp, bm, k, _starts(bp, bm, k), max_nfev=DEFAULT_MAX_NFEV // 4)
             r = plcc(bf.predict(bp), bm) if bf.ok else None
             if r is None:
                 skipped_fit += 1

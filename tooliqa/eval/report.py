@@ -21,16 +21,17 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .metrics import FIT_DESCRIPTIONS, FIT_NAMES, LogisticFit, Metrics, evaluate
 
-__all__ = ["build_report", "format_pair", "slugify", "write_report"]
+__all__ = ["build_report", "format_pair", "scatter_plot", "slugify", "write_report"]
 
 Row = Mapping[str, Any]
+_T = TypeVar("_T")
 
 PLOT_SIZE = (800, 600)
 TOP_LEVELS = 6
@@ -126,8 +127,9 @@ def _used_tools(row: Row) -> bool:
     return _int(row.get("tool_calls")) > 0 or bool(row.get("tools"))
 
 
-def _ordered(values: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
+def _ordered(values: Iterable[_T]) -> list[_T]:
+    """Unique values in first-seen order."""
+    seen: dict[_T, None] = {}
     for v in values:
         seen.setdefault(v, None)
     return list(seen)
