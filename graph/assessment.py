@@ -9,9 +9,42 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Assessment", "Step", "Usage"]
+__all__ = ["Assessment", "Step", "Usage", "transcript"]
 
 SCHEMA_VERSION = "1"
+
+
+def transcript(messages: list[Any]) -> list[dict[str, Any]]:
+    """The conversation as plain records: role, text, number of images, tool calls.
+
+    Images are counted, not copied (the views are in the steps).
+    """
+    out = []
+    for msg in messages:
+        content = getattr(msg, "content", "")
+        blocks = content if isinstance(content, list) else [content]
+        text = "".join(
+            b if isinstance(b, str) else str(b.get("text", ""))
+            for b in blocks
+            if isinstance(b, str) or b.get("type") == "text"
+        )
+        images = sum(
+            1 for b in blocks if isinstance(b, dict) and b.get("type") in ("image_url", "image")
+        )
+        record: dict[str, Any] = {
+            "role": getattr(msg, "type", "unknown"),
+            "text": text,
+            "images": images,
+        }
+        calls = getattr(msg, "tool_calls", None)
+        if calls:
+            record["tool_calls"] = [
+                {"name": c["name"], "args": c.get("args", {}), "id": c.get("id")} for c in calls
+            ]
+        if getattr(msg, "tool_call_id", None):
+            record["tool_call_id"] = msg.tool_call_id
+        out.append(record)
+    return out
 
 
 class Step(BaseModel):
@@ -65,6 +98,7 @@ class Assessment(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
     error: str | None = None
+    transcript: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -123,4 +157,5 @@ class Assessment(BaseModel):
             timings={k: round(float(v), 6) for k, v in (state.get("timings") or {}).items()},
             errors=errors,
             error=error,
+            transcript=transcript(state.get("messages") or []),
         )

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _record(a: Any, include_views: bool) -> dict[str, Any]:
     """The CLI's JSON line for one Assessment."""
     data = json.loads(a.to_json(include_views=include_views))
+    if not include_views:
+        data.pop("transcript", None)
     data["steps"] = [
         {
             k: v

@@ -132,6 +132,8 @@ class TestRunner:
             rows = store.rows()
             assert len(rows) == 6 == len({r["image"] for r in rows})
             assert all(1 <= r["score"] <= 5 and r["backend"] == "classic" for r in rows)
+            # the full trajectory is stored: steps and the whole conversation
+            assert all(r["assessment"]["transcript"][1]["images"] == 1 for r in rows)
             assert [r["mos_norm"] for r in sorted(rows, key=lambda r: r["mos"])] == pytest.approx(
                 [1.8, 2.2, 2.6, 3.0, 3.4, 3.8]
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -389,3 +390,23 @@ def test_mermaid_shows_the_real_routes():
         "decide -.-> quantify",
     ):
         assert edge in mermaid
+
+
+def test_transcript_records_the_whole_conversation(image_bytes):
+    m = ScriptedChatModel.from_replies(
+        [
+            RUBRIC_REPLY,
+            tool_call_message("magnifier", {"bbox": [0, 0, 500, 500]}, "c7"),
+            "<answer>3</answer>",
+        ]
+    )
+    a = run(m, image_bytes)
+    roles = [t["role"] for t in a.transcript]
+    assert roles == ["system", "human", "ai", "human", "ai", "tool", "human", "ai"]
+    assert a.transcript[1]["images"] == 1 and a.transcript[6]["images"] == 1
+    assert (
+        a.transcript[4]["tool_calls"][0]["name"] == "magnifier"
+        and a.transcript[5]["tool_call_id"] == "c7"
+    )
+    assert a.transcript[-1]["text"] == "<answer>3</answer>"
+    assert "base64" not in json.dumps(a.transcript)
