@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import sys
 import tempfile
@@ -27,50 +26,26 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from tooliqa.backends.openai_compat import ServerConfig, make_chat_model  # noqa: E402
-from tooliqa.eval.datasets import Dataset, Sample  # noqa: E402
+from tooliqa.eval.datasets import Dataset  # noqa: E402
 from tooliqa.eval.runner import run_dataset  # noqa: E402
 from tooliqa.eval.store import ResultStore  # noqa: E402
-from tooliqa.graph import Context  # noqa: E402
 
-from vllm_server import build_tiny_model, find_free_port, start_vllm_server, vllm_venv  # noqa: E402
-
-
-def dataset(root: Path, n: int) -> Dataset:
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(n):
-        img = np.clip(rng.normal(90 + 5 * (i % 20), 30, (192, 256, 3)), 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=90)
-        (root / f"b{i}.jpg").write_bytes(buf.getvalue())
-        samples.append(Sample(image=f"b{i}.jpg", mos=float(i % 5), std=None, split=None, ref=None))
-    return Dataset(
-        name="bench",
-        root=root,
-        samples=samples,
-        mos_range=(0.0, 4.0),
-        higher_better=True,
-        problems=[],
-    )
-
-
-def context(base_url: str, model: str) -> Context:
-    chat = make_chat_model(ServerConfig(base_url, model, max_tokens=96, timeout=300))
-    return Context(
-        model=chat, max_tool_rounds=1, enabled_tools=("gamma_corrector",), tool_choice="gamma_corrector",
-        strict_tools=True, structured_output=True, max_pixels=256 * 256,
-    )  # fmt: skip
+from _support import synthetic_dataset  # noqa: E402
+from vllm_server import (  # noqa: E402
+    build_tiny_model,
+    constrained_context,
+    find_free_port,
+    start_vllm_server,
+    vllm_venv,
+)
 
 
 async def measure(ds: Dataset, urls: list[str], model: str, concurrency: int, db: Path) -> float:
-    contexts = {u: context(u, model) for u in urls}
+    contexts = {u: constrained_context(u, model, max_tokens=96) for u in urls}
     with ResultStore(db) as store:
         summary = await run_dataset(
             store, ds, contexts, method=f"x{len(urls)}", concurrency=concurrency, progress=False
@@ -142,7 +117,7 @@ class _Stand:
 def compare(servers: list, n: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ds = dataset(root, n)
+        ds = synthetic_dataset(root, n, size=(192, 256), fmt="JPEG", seed=0, name="bench")
         urls = [s.base_url for s in servers]
         asyncio.run(
             measure(ds, urls, servers[0].model, concurrency, root / "warm.sqlite")

@@ -31,13 +31,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from tooliqa.backends.openai_compat import ServerConfig, make_chat_model  # noqa: E402
 from tooliqa.graph import Context, graph  # noqa: E402
 from tooliqa.tools import encode_image  # noqa: E402
 
 from vllm_server import (  # noqa: E402
     RecordingProxy,
     build_tiny_model,
+    constrained_context,
     find_free_port,
     start_vllm_server,
     vllm_venv,
@@ -58,18 +58,7 @@ def make_images(n: int, size: int = 256) -> list[bytes]:
 
 
 def context(base_url: str, model: str) -> Context:
-    chat = make_chat_model(
-        ServerConfig(base_url, model, temperature=0.0, max_tokens=96, timeout=300)
-    )
-    return Context(
-        model=chat,
-        max_tool_rounds=1,
-        enabled_tools=("gamma_corrector",),
-        tool_choice="gamma_corrector",
-        strict_tools=True,
-        structured_output=True,
-        max_pixels=256 * 256,
-    )
+    return constrained_context(base_url, model, max_tokens=96)
 
 
 async def run_graph(images: list[bytes], ctx: Context, concurrency: int) -> float:

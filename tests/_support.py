@@ -25,3 +25,31 @@ def png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def synthetic_dataset(
+    root: Path,
+    n: int,
+    *,
+    size: tuple[int, int] = (64, 80),
+    fmt: str = "PNG",
+    seed: int = 1,
+    name: str = "toy",
+):
+    """``n`` noisy images of ``size`` (h, w) written to ``root``, as a Dataset with MOS 1, 1.5, 2, ..."""
+    from tooliqa.eval.datasets import Dataset, Sample
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    ext = {"PNG": "png", "JPEG": "jpg"}[fmt]
+    for i in range(n):
+        img = np.clip(rng.normal(100 + 10 * (i % 12), 30, (*size, 3)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format=fmt)
+        (root / f"im{i}.{ext}").write_bytes(buf.getvalue())
+        samples.append(
+            Sample(image=f"im{i}.{ext}", mos=1.0 + 0.5 * (i % 9), std=None, split="test", ref=None)
+        )
+    return Dataset(
+        name=name, root=root, samples=samples, mos_range=(0.0, 5.0), higher_better=True, problems=[]
+    )

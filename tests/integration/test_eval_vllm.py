@@ -3,56 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import sqlite3
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
-from tooliqa.eval.datasets import Dataset, Sample
 from tooliqa.eval.runner import run_dataset
 from tooliqa.eval.store import ResultStore
-from tooliqa.graph import Context
+
+from _support import synthetic_dataset
+from vllm_server import constrained_context
 
 pytestmark = pytest.mark.integration
 
 
-def toy_dataset(root, n: int = 8) -> Dataset:
-    rng = np.random.default_rng(11)
-    samples = []
-    for i in range(n):
-        img = np.clip(rng.normal(100 + 12 * i, 35, (96, 128, 3)), 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        (root / f"s{i}.png").write_bytes(buf.getvalue())
-        samples.append(
-            Sample(image=f"s{i}.png", mos=float(i % 5), std=None, split="test", ref=None)
-        )
-    return Dataset(
-        name="toy",
-        root=root,
-        samples=samples,
-        mos_range=(0.0, 4.0),
-        higher_better=True,
-        problems=[],
-    )
-
-
-def constrained(base_url: str, model: str) -> Context:
-    chat = make_chat_model(ServerConfig(base_url, model, max_tokens=200, timeout=300))
-    return Context(
-        model=chat, max_tool_rounds=1, enabled_tools=("gamma_corrector",), tool_choice="gamma_corrector",
-        strict_tools=True, structured_output=True, max_pixels=256 * 256,
-    )  # fmt: skip
-
-
 def test_runner_spreads_over_two_replicas(vllm_server, vllm_replica, tmp_path):
-    ds = toy_dataset(tmp_path)
+    ds = synthetic_dataset(tmp_path, 8, size=(96, 128))
     contexts = {
-        vllm_server.base_url: constrained(vllm_server.base_url, vllm_server.model),
-        vllm_replica.base_url: constrained(vllm_replica.base_url, vllm_replica.model),
+        vllm_server.base_url: constrained_context(vllm_server.base_url, vllm_server.model),
+        vllm_replica.base_url: constrained_context(vllm_replica.base_url, vllm_replica.model),
     }
     db = tmp_path / "runs.sqlite"
     with ResultStore(db) as store:
@@ -73,9 +41,9 @@ def test_runner_spreads_over_two_replicas(vllm_server, vllm_replica, tmp_path):
 def test_eval_cli_with_two_servers_and_a_report(vllm_server, vllm_replica, tmp_path, capsys):
     from tooliqa.cli import main
 
-    toy_dataset(tmp_path, n=4)
+    synthetic_dataset(tmp_path, 4, size=(96, 128))
     labels = tmp_path / "labels.csv"
-    labels.write_text("image,mos\n" + "".join(f"s{i}.png,{i}\n" for i in range(4)))
+    labels.write_text("image,mos\n" + "".join(f"im{i}.png,{i}\n" for i in range(4)))
     code = main([
         "eval", "--dataset", f"toy={labels}", "--server", vllm_server.base_url, "--server", vllm_replica.base_url,
         "--db", str(tmp_path / "runs.sqlite"), "--concurrency", "2", "--max-tokens", "48", "--max-rounds", "1",

@@ -22,7 +22,7 @@ from tooliqa.backends.openai_compat import ServerConfig, check_server, make_chat
 from tooliqa.graph import Assessment, Context, graph
 from tooliqa.tools import apply_gamma
 
-from vllm_server import RecordingProxy
+from vllm_server import RecordingProxy, constrained_context
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,7 @@ def decode_data_url(url: str) -> np.ndarray:
 
 
 def constrained(base_url: str, model: str, tool: str, **overrides) -> Context:
-    chat = make_chat_model(
-        ServerConfig(base_url, model, temperature=0.0, max_tokens=200, timeout=300)
-    )
-    settings = {
-        "model": chat,
-        "max_tool_rounds": 1,
-        "enabled_tools": (tool,),
-        "tool_choice": tool,
-        "strict_tools": True,
-        "structured_output": True,
-        "max_pixels": 256 * 256,
-    }
-    settings.update(overrides)
-    return Context(**settings)
+    return constrained_context(base_url, model, tool=tool, **overrides)
 
 
 def test_check_server_lists_the_tiny_model(vllm_server):

@@ -443,3 +443,32 @@ class RecordingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def constrained_context(
+    base_url: str,
+    model: str,
+    *,
+    tool: str = "gamma_corrector",
+    max_tokens: int = 200,
+    **overrides: Any,
+) -> Any:
+    """A graph Context whose every turn the server keeps well-formed, for a random model:
+    one forced, strict tool call (``tool``), JSON-schema rubric and answer, small images."""
+    from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
+    from tooliqa.graph import Context
+
+    chat = make_chat_model(
+        ServerConfig(base_url, model, temperature=0.0, max_tokens=max_tokens, timeout=300)
+    )
+    settings: dict[str, Any] = {
+        "model": chat,
+        "max_tool_rounds": 1,
+        "enabled_tools": (tool,),
+        "tool_choice": tool,
+        "strict_tools": True,
+        "structured_output": True,
+        "max_pixels": 256 * 256,
+    }
+    settings.update(overrides)
+    return Context(**settings)

@@ -8,37 +8,20 @@ import sqlite3
 import time
 
 import httpx
-import numpy as np
 import openai
 import pytest
 
 from tooliqa.api import make_context
-from tooliqa.eval.datasets import Dataset, Sample
 from tooliqa.eval.runner import Progress, make_run_id, run_dataset
 from tooliqa.eval.store import ResultStore
 from tooliqa.graph import Assessment
 from tooliqa.graph.testing import ScriptedChatModel
 
-from _support import RUBRIC_REPLY, png_bytes
+from _support import RUBRIC_REPLY, synthetic_dataset
 
 
-def make_dataset(tmp_path, n: int = 6) -> Dataset:
-    rng = np.random.default_rng(1)
-    samples = []
-    for i in range(n):
-        img = np.clip(rng.normal(120 + 10 * i, 30, (64, 80, 3)), 0, 255).astype(np.uint8)
-        (tmp_path / f"im{i}.png").write_bytes(png_bytes(img))
-        samples.append(
-            Sample(image=f"im{i}.png", mos=1.0 + 0.5 * i, std=None, split="test", ref=None)
-        )
-    return Dataset(
-        name="toy",
-        root=tmp_path,
-        samples=samples,
-        mos_range=(0.0, 5.0),
-        higher_better=True,
-        problems=[],
-    )
+def make_dataset(tmp_path, n: int = 6):
+    return synthetic_dataset(tmp_path, n)
 
 
 def scripted(replies) -> ScriptedChatModel:
