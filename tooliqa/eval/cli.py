@@ -60,7 +60,13 @@ def add_eval_parser(sub: Any) -> None:
 def add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="re-render reports from a result store")
     p.add_argument("--db", default="runs.sqlite")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        metavar="DIR",
+        help="output folder (default report/)",
+    )
     p.add_argument("--run", action="append", help="run ids to include (default: all)")
     p.add_argument("--fit", choices=["5pl", "4pl", "none"], default="5pl")
     p.add_argument("--bootstrap", type=int, default=0)
