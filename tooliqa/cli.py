@@ -1,4 +1,4 @@
-"""Command line: ``tooliqa assess``, ``serve``, ``eval`` and ``report``."""
+"""Command line: ``tooliqa assess``, ``serve``, ``eval``, ``report`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,28 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("extra", nargs=argparse.REMAINDER, help="further vLLM flags after --")
 
 
+def _ui_parser(sub: Any) -> None:
+    p = sub.add_parser("ui", help="start the Gradio demo page (needs the 'ui' extra)")
+    p.add_argument("--server", help="preselect a vLLM server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="model name on the server")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1")
+
+
+def _run_ui(args: argparse.Namespace) -> int:
+    try:  # lazily: the UI is the optional top layer; only this entry point reaches it
+        from tooliqa.ui.app import main as ui_main
+    except ImportError as exc:
+        print(f"error: the UI needs gradio (pip install 'tooliqa[ui]'): {exc}", file=sys.stderr)
+        return 2
+    argv = ["--port", str(args.port), "--host", args.host]
+    if args.server:
+        argv += ["--server", args.server]
+    if args.model:
+        argv += ["--model", args.model]
+    return ui_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tooliqa", description="Tool-augmented image quality assessment (Tool-IQA) with VLMs."
@@ -84,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_report_parser(sub)
+    _ui_parser(sub)
     return parser
 
 
@@ -205,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tooliqa.eval.cli import run_eval, run_report
 
         return run_eval(args) if args.command == "eval" else run_report(args)
+    if args.command == "ui":
+        return _run_ui(args)
     return 2  # pragma: no cover
 
 
