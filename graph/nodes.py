@@ -16,7 +16,6 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from tooliqa.tools import (
-    canonical_tool_name,
     data_url,
     decode_image_cached,
     model_image,
@@ -277,8 +276,6 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
     t0 = time.perf_counter()
     pending = state.get("pending") or {"kind": "invalid", "reason": "no tool call pending"}
     result = await _run_pending(pending, state, ctx)
-    if pending.get("kind") == "tool" and canonical_tool_name(pending["name"], ctx.enabled_tools):
-        result.tool = canonical_tool_name(pending["name"], ctx.enabled_tools) or result.tool
     rounds = int(state.get("rounds", 0)) + 1
     errors = [] if result.ok else [f"round {rounds}: {result.message}"]
     if pending.get("extra_calls"):
