@@ -1,4 +1,4 @@
-"""Command line: ``tooliqa assess``, ``serve``, ``eval``, ``report`` and ``ui``."""
+"""Command line: ``tooliqa assess``, ``serve``, ``eval``, ``report``, ``export`` and ``ui``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,69 @@ def _run_ui(args: argparse.Namespace) -> int:
     return ui_main(argv)
 
 
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export", help="stored evaluation runs as trajectory records (JSON lines) for training"
+    )
+    p.add_argument("--db", required=True, help="SQLite result store written by 'tooliqa eval'")
+    p.add_argument("--out", required=True, help="output file ('-' for stdout)")
+    p.add_argument(
+        "--run", action="append", metavar="RUN_ID", help="only this run; repeatable (default: all)"
+    )
+    p.add_argument(
+        "--dataset", action="append", metavar="NAME", help="only this dataset; repeatable"
+    )
+    p.add_argument(
+        "--include-failed", action="store_true", help="keep images without a score (default: skip)"
+    )
+    p.add_argument(
+        "--with-views", action="store_true", help="keep tool view images (base64) in the steps"
+    )
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "json"],
+        default="jsonl",
+        help="one object per line (default) or one JSON array",
+    )
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tooliqa.eval.export import ExportError, export_records, write_records
+
+    if args.out != "-" and Path(args.out).resolve() == Path(args.db).resolve():
+        print("error: --out would overwrite the result store", file=sys.stderr)
+        return 2
+    try:
+        with export_records(
+            args.db, runs=args.run, datasets=args.dataset, include_failed=args.include_failed,
+            with_views=args.with_views,
+        ) as records:  # fmt: skip
+            s = write_records(records, args.out, fmt=args.format)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
+    where = "stdout" if args.out == "-" else args.out
+    line = f"export: {s.written} record(s) from {s.runs} run(s) written to {where}"
+    line += f"; {s.skipped_failed} failed row(s) skipped"
+    if s.skipped_failed:
+        line += " (--include-failed keeps them)"
+    if s.views_dropped:
+        line += f"; {s.views_dropped} tool view(s) left out ({s.bytes_dropped} bytes)"
+    elif args.with_views and not s.views_kept and s.written:
+        line += "; the store holds no tool views"
+    print(line, file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tooliqa", description="Tool-augmented image quality assessment (Tool-IQA) with VLMs."
@@ -106,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_report_parser(sub)
+    _export_parser(sub)
     _ui_parser(sub)
     return parser
 
@@ -228,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tooliqa.eval.cli import run_eval, run_report
 
         return run_eval(args) if args.command == "eval" else run_report(args)
+    if args.command == "export":
+        return _run_export(args)
     if args.command == "ui":
         return _run_ui(args)
     return 2  # pragma: no cover
