@@ -3,7 +3,10 @@
 Builds a batch of 1,024 trajectories (256 images x 4 generations, random scores on a 1-5
 scale, about half with tool calls, a few unparseable) and prints median milliseconds for
 fidelity, BATE, format and the three together, as TRL calls them (keyword columns in, lists
-out). Run: python bench/bench_rewards.py
+out). With ``--processes P`` > 1 it also times fidelity and BATE as rank 0 of P processes with
+the default global scope: a fake gather appends P − 1 copies of the batch (other image ids), so
+the comparison set is P times larger while the communication itself is not timed.
+Run: python bench/bench_rewards.py
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tooliqa.training.rewards import (
     BATEReward,
     FidelityReward,
     FormatReward,
+    Row,
     default_rewards,
     fidelity_scores,
 )
@@ -68,6 +72,20 @@ def make_batch(images: int, generations: int, invalid: float, seed: int) -> dict
     }
 
 
+class FakeRanks:
+    """Rank 0 of ``processes`` processes: the others hold copies of the batch (new image ids)."""
+
+    def __init__(self, cols: dict[str, Any], columns: tuple[str, ...], processes: int) -> None:
+        self.others: list[Row] = [
+            (*row[:2], f"rank{rank}/{row[2]}", *row[3:])
+            for rank in range(1, processes)
+            for row in zip(*(cols[c] for c in columns), strict=True)
+        ]
+
+    def __call__(self, rows: list[Row]) -> tuple[list[Row], int]:
+        return rows + self.others, 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=256)
@@ -75,6 +93,9 @@ def main() -> None:
     parser.add_argument("--invalid", type=float, default=0.03, help="share of unparseable scores")
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="also time rank 0 of this many processes"
+    )
     args = parser.parse_args()
     cols = make_batch(args.images, args.generations, args.invalid, args.seed)
     n = len(cols["pred_score"])
@@ -89,6 +110,13 @@ def main() -> None:
         "FormatReward": median_ms(lambda: fmt(**cols), args.repeat),
         "all three (default_rewards)": median_ms(lambda: [r(**cols) for r in rewards], args.repeat),
     }
+    if args.processes > 1:
+        p = args.processes
+        fid_p = FidelityReward(gather=FakeRanks(cols, ("pred_score", "mos", "group"), p))
+        bate_columns = ("pred_score", "mos", "group", "tool_calls", "tool_successes")
+        bate_p = BATEReward(gather=FakeRanks(cols, bate_columns, p))
+        rows[f"FidelityReward, rank 0 of {p}"] = median_ms(lambda: fid_p(**cols), args.repeat)
+        rows[f"BATEReward, rank 0 of {p}"] = median_ms(lambda: bate_p(**cols), args.repeat)
     invalid = sum(p is None for p in cols["pred_score"])
     tools = sum(c > 0 for c in cols["tool_calls"])
     print(

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3
 MARKER = "warm_start.json"
 LEVELS = {
     "Sharpness": ["High", "Medium", "Low"],
@@ -38,49 +38,33 @@ LEVELS = {
 }
 
 
+#: Few, fixed replies: a 0.5 M-parameter model can learn them in a few hundred steps.
+TOOL_CALLS = [
+    '<tool_call>{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}</tool_call>',
+    '<tool_call>{"name": "magnifier", "arguments": {"bbox": [0, 0, 500, 500]}}</tool_call>',
+]
+RUBRICS = [
+    "<thinking>look</thinking>\n<answer>\n"
+    + "\n".join(f"{k}: [{v[i]}] - ok" for k, v in LEVELS.items())
+    + "\n</answer>"
+    for i in range(2)
+]
+
+
 class Teacher:
     """Protocol-following replies, chosen from the last user turn."""
 
-    def __init__(self, rng: random.Random, tool_rate: float = 0.5):
+    def __init__(self, rng: random.Random, tool_rate: float = 0.6):
         self.rng = rng
         self.tool_rate = tool_rate
 
     def reply(self, last_user: str) -> str:
         r = self.rng
         if "Single-Action per Turn" in last_user and r.random() < self.tool_rate:
-            if r.random() < 0.5:
-                mode = r.choice(["brighten", "darken"])
-                call = {"name": "gamma_corrector", "arguments": {"mode": mode}}
-            else:
-                x, y = r.randrange(0, 500, 50), r.randrange(0, 500, 50)
-                call = {"name": "magnifier", "arguments": {"bbox": [x, y, x + 500, y + 500]}}
-            return f"<thinking>check</thinking> <tool_call>{json.dumps(call)}</tool_call>"
+            return r.choice(TOOL_CALLS)
         if "Single-Action per Turn" not in last_user and "final" not in last_user.lower():
-            lines = [f"{k}: [{r.choice(v)}] - ok" for k, v in LEVELS.items()]
-            return "<thinking>look</thinking>\n<answer>\n" + "\n".join(lines) + "\n</answer>"
+            return r.choice(RUBRICS)
         return f"<thinking>done</thinking> <answer>{r.uniform(1.0, 5.0):.2f}</answer>"
-
-
-class TeacherGenerator:
-    """A Generator that 'samples' the teacher's reply (for recording SFT targets)."""
-
-    def __init__(self, teacher: Teacher, tokenizer, renderer_stop: int):
-        self.teacher = teacher
-        self.tokenizer = tokenizer
-        self.stop = renderer_stop
-        self.text_of_last_user = ""
-
-    def generate(self, requests):
-        from tooliqa.training.bridge import GenerationResult
-
-        out = []
-        for req in requests:
-            text = self.tokenizer.decode(req.input_ids[-400:])
-            last_user = text.rsplit("<|im_start|>user", 1)[-1]
-            reply = self.teacher.reply(last_user)
-            ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.stop]
-            out.append(GenerationResult(token_ids=ids, logprobs=[0.0] * len(ids), finished=True))
-        return out
 
 
 def is_complete(out: Path) -> bool:
@@ -117,6 +101,7 @@ def build(base: Path, out: Path, *, steps: int, conversations: int, force: bool)
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
     from tooliqa.training.rollout import GraphRollout, rollout_request
+    from tooliqa.training.testing import ScriptedGenerator
 
     if is_complete(out) and not force:
         return out
@@ -125,8 +110,7 @@ def build(base: Path, out: Path, *, steps: int, conversations: int, force: bool)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen3VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
     tok = processor.tokenizer
-    stop = tok.convert_tokens_to_ids("<|im_end|>")
-    teacher = TeacherGenerator(Teacher(random.Random(0)), tok, stop)
+    teacher = ScriptedGenerator(tok, Teacher(random.Random(0)).reply)
     rollout = GraphRollout(make_generator=lambda _t: teacher, max_new_tokens=128)
     paths = images(16, seed=0)
     prompts = [rollout_request(str(paths[i % len(paths)])) for i in range(conversations)]
@@ -185,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, default=REPO / ".cache" / "tiny-qwen3vl")
     ap.add_argument("--out", type=Path, default=REPO / ".cache" / "tiny-qwen3vl-warm")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=240)
     ap.add_argument("--conversations", type=int, default=48)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)

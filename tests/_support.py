@@ -53,3 +53,23 @@ def synthetic_dataset(
     return Dataset(
         name=name, root=root, samples=samples, mos_range=(0.0, 5.0), higher_better=True, problems=[]
     )
+
+
+GAMMA_CALL = (
+    '<thinking>dark</thinking> <tool_call>{"name": "gamma_corrector", '
+    '"arguments": {"mode": "brighten"}}</tool_call>'
+)
+ZOOM_CALL = (
+    '<thinking>zoom</thinking> <tool_call>{"name": "magnifier", '
+    '"arguments": {"bbox": [0, 0, 500, 500]}}</tool_call>'
+)
+ANSWER = "<thinking>evidence combined</thinking> <answer>2.75</answer>"
+
+
+def two_tools_then_answer(last_user: str) -> str:
+    """Rubric, gamma, magnifier, then the answer (the budget is two rounds)."""
+    if "Single-Action per Turn" in last_user:
+        return ZOOM_CALL if "Gamma" in last_user or "gamma" in last_user else GAMMA_CALL
+    if "final answer now" in last_user:
+        return ANSWER
+    return RUBRIC_REPLY

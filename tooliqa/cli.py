@@ -95,6 +95,30 @@ def _run_ui(args: argparse.Namespace) -> int:
     return ui_main(argv)
 
 
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="GRPO training on the graph's own trajectories (needs the 'train' extra)",
+        description="Runs training/run_grpo.py: tooliqa train --config NAME_OR_YAML [--dry-run] "
+        "[GRPOConfig/ModelConfig/ToolIQAArguments overrides]. Shipped configs: "
+        "kadid_qwen3vl8b, koniq_qwen3vl8b, tiny_cpu.",
+        add_help=False,
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to run_grpo.py")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    try:  # lazily: training is the optional top layer; only this entry point reaches it
+        from tooliqa.training.run_grpo import main as train_main
+    except ImportError as exc:
+        print(
+            f"error: training needs the 'train' extra (pip install 'tooliqa[train]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    return train_main(list(args.args))
+
+
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser(
         "export", help="stored evaluation runs as trajectory records (JSON lines) for training"
@@ -170,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_report_parser(sub)
     _export_parser(sub)
+    _train_parser(sub)
     _ui_parser(sub)
     return parser
 
@@ -294,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval(args) if args.command == "eval" else run_report(args)
     if args.command == "export":
         return _run_export(args)
+    if args.command == "train":
+        return _run_train(args)
     if args.command == "ui":
         return _run_ui(args)
     return 2  # pragma: no cover

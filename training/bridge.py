@@ -355,6 +355,8 @@ class TurnBatcher:
                 batch, self._pending = self._pending, []
                 if self.lockstep is not None:
                     if not self.lockstep(bool(batch)):
+                        if batch:
+                            raise BridgeError("lockstep ended the rollout with turns pending")
                         break
                 elif not batch:
                     break
@@ -436,8 +438,11 @@ class RecordingChatModel(BaseChatModel):
                 "the conversation does not continue the recorded one (expected the last reply "
                 f"at position {seen}); the bridge needs one model instance per conversation"
             )
-        if messages[seen].text.strip() != ledger.replies[-1].strip():
-            raise BridgeError("the last reply in the conversation differs from what was generated")
+        said = [m.text.strip() for m in messages[: seen + 1] if isinstance(m, AIMessage)]
+        if said != [r.strip() for r in ledger.replies]:
+            raise BridgeError(
+                "a reply in the conversation differs from what was generated (history edited?)"
+            )
         hf, images = to_hf_messages(messages[seen + 1 :])
         ids, vision = self.renderer.continuation(hf, images, closed=ledger.last_finished)
         ledger.add_env(ids)

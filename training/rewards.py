@@ -9,7 +9,7 @@ as in Tool-IQA §4.1 ("a combination of BATE, the rank reward and a format const
 * :class:`BATEReward` (``"bate"``): Tool-IQA's Batch-Aware Tool-Efficiency reward (§3.4,
   eq. 2-3): tool-free duels inside each generation group plus a shaping term driven by the
   tool-use rate ρ of the whole batch across processes; pure functions :func:`bate_base`,
-  :func:`tool_rate_shaping`, :func:`global_tool_rate`.
+  :func:`tool_rate_shaping`, :func:`tool_rate`.
 * :class:`FormatReward` (``"format"``): protocol compliance of the trajectory.
 
 TRL 1.16 contract: ``reward(prompts, completions, **kwargs) -> list[float | None]``. TRL
@@ -33,14 +33,32 @@ A missing column raises :class:`MissingColumnError` (a ``KeyError``) naming the 
 its provider. ``None`` in a returned list means "no signal" (TRL turns it into NaN and the
 weighted sum over rewards skips it).
 
-"The batch" for fidelity, the BATE duels and the rank modulation is what this process sees
-(TRL calls rewards on each process's slice). Keep every generation group on one process
-(``per_device_train_batch_size`` a multiple of ``num_generations``) and give each process at
-least two images, or fidelity has no comparison partner and returns ``None``. Only ρ is
-reduced across processes.
+"The batch" for fidelity, the BATE duels and BATE's rank modulation is, by default
+(``scope="global"``), the generation batch of ALL processes: TRL calls the rewards on each
+process with that process's slice only, so the rewards first gather the columns they read
+(one ``(pred_score, mos, group[, tool_calls, tool_successes])`` row per completion) from
+every process through ``gather`` (default :func:`all_gather_rows`), compute on the
+concatenation and return this process's slice. The result is what a single process holding
+the whole batch would compute, so a process may hold a single image, or a part of a
+generation group (TRL may split a group across processes). For this, ``group`` must identify
+the image globally (an image path, a dataset index; not a per-process counter): rows of
+different processes with equal ``group`` are one image. ρ is always the rate over all
+processes. ``scope="local"`` restores the per-process comparison set (then keep every
+generation group on one process and give each process at least two images, or fidelity has no
+comparison partner and returns ``None``); ρ stays global.
+
+Collectives: a call makes at most one, always an ``all_gather_object`` inside ``gather``:
+:class:`FidelityReward` one with ``scope="global"`` and none with ``"local"``,
+:class:`BATEReward` one in both scopes (ρ comes from the gathered rows), :class:`FormatReward`
+none. The collective comes right after the columns are read, before any computation, so
+every process reaches it whatever its slice holds; errors in the computation then happen on
+every process alike. Build the rewards with the same settings on every process and call them
+in the same order (TRL calls synchronous reward functions in list order), or the gathers
+pair up wrongly or deadlock; do not wrap them in async functions, which TRL runs concurrently.
 
 All classes are module-level with plain-data attributes, so they pickle; nothing imports
-torch at import time (:func:`all_reduce_counts` imports it lazily).
+torch at import time (:func:`all_gather_rows` and :func:`all_reduce_counts` use
+``torch.distributed`` only when something else already imported it).
 """
 
 from __future__ import annotations
@@ -49,7 +67,7 @@ import math
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import special, stats
@@ -63,12 +81,17 @@ __all__ = [
     "FidelityReward",
     "FormatReward",
     "MissingColumnError",
+    "Row",
+    "RowsGather",
+    "Scope",
+    "all_gather_rows",
     "all_reduce_counts",
     "bate_base",
     "default_rewards",
     "fidelity_scores",
     "format_scores",
     "global_tool_rate",
+    "tool_rate",
     "tool_rate_shaping",
 ]
 
@@ -96,6 +119,19 @@ COLUMN_SOURCES: Mapping[str, str] = {
 
 CountsGather = Callable[[int, int], tuple[int, int]]
 """Maps this process's (tool-invoked valid, valid) counts to the counts over all processes."""
+
+Row = tuple[Any, ...]
+"""One completion's columns, as a reward sends them to the other processes."""
+
+RowsGather = Callable[[list[Row]], tuple[Sequence[Row], int]]
+"""Maps this process's rows to ``(rows of all processes in rank order, offset)``.
+
+``offset`` is the index of this process's first row in the gathered list; the process's own
+rows must sit at ``[offset : offset + len(rows)]``. Every process must call it (a collective).
+"""
+
+Scope = Literal["global", "local"]
+"""Comparison set of fidelity and BATE: the batch of all processes, or this process's slice."""
 
 Scores = Sequence[float | None] | np.ndarray
 
@@ -151,6 +187,72 @@ def _as_list(values: np.ndarray, undefined: np.ndarray | None = None) -> list[fl
     return out
 
 
+# -- across processes -----------------------------------------------------------------
+
+
+def _dist() -> Any:
+    """``torch.distributed`` when a process group with several processes is up, else None.
+
+    Looked up in ``sys.modules``: if nothing imported it, no process group can exist, and
+    this never pays the torch import.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist if dist.get_world_size() > 1 else None
+
+
+def all_gather_rows(rows: list[Row]) -> tuple[list[Row], int]:
+    """Rows of every process, concatenated in rank order, and this process's offset in them.
+
+    Uses ``torch.distributed.all_gather_object`` on the default process group when
+    ``torch.distributed`` is already imported and initialised with more than one process;
+    otherwise returns ``rows`` itself and offset 0. Every process must call it (a collective).
+    Rows must pickle. With the NCCL backend the objects travel through
+    ``torch.cuda.current_device()``, which must be this process's GPU (Accelerate and
+    ``torchrun`` scripts set it).
+
+    >>> all_gather_rows([(0.5, 3.0, "img/a.png")])
+    ([(0.5, 3.0, 'img/a.png')], 0)
+    """
+    dist = _dist()
+    if dist is None:
+        return rows, 0
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, rows)
+    offset = sum(len(part) for part in parts[: dist.get_rank()])
+    return [row for part in parts for row in part], offset
+
+
+def _exchange(
+    reward: str, gather: RowsGather | None, columns: Sequence[list[Any]]
+) -> tuple[list[list[Any]], int]:
+    """Gather equal-length columns over all processes; returns them and this process's offset."""
+    rows = list(zip(*columns, strict=True))
+    gathered, offset = (gather or all_gather_rows)(rows)
+    if gathered is rows and offset == 0:  # one process: nothing to transpose back
+        return list(columns), 0
+    offset = int(offset)
+    if not 0 <= offset <= len(gathered) - len(rows):
+        raise ValueError(
+            f"reward {reward!r}: gather returned {len(gathered)} rows and offset {offset} "
+            f"for {len(rows)} rows of this process"
+        )
+    if not gathered:
+        return [[] for _ in columns], 0
+    out = [list(column) for column in zip(*gathered, strict=True)]
+    if len(out) != len(columns):
+        raise ValueError(
+            f"reward {reward!r}: gather returned rows of {len(out)} columns, expected {len(columns)}"
+        )
+    return out, offset
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in ("global", "local"):
+        raise ValueError(f"scope must be 'global' or 'local', got {scope!r}")
+
+
 # -- fidelity (VisualQuality-R1) ---------------------------------------------------
 
 
@@ -161,6 +263,7 @@ def fidelity_scores(
     *,
     eps: float = 1e-8,
     invalid_value: float = 0.0,
+    subset: slice | None = None,
 ) -> np.ndarray:
     """VisualQuality-R1's rank (fidelity) reward for every trajectory of a batch.
 
@@ -175,8 +278,14 @@ def fidelity_scores(
     of μ and σ². A valid sample whose image has no valid partner image gets NaN (the reward
     classes turn it into ``None``). Groups must carry one MOS each (ValueError otherwise).
 
+    ``subset`` (a contiguous slice) computes only those trajectories, still comparing with
+    the whole batch: ``fidelity_scores(...)[subset]``, at a fraction of the cost.
+
     >>> fidelity_scores([0.8, 0.6, 0.2, None], [4.0, 4.0, 1.0, 1.0], ["a", "a", "b", "b"]).round(4)
     array([1.0001, 0.9989, 1.    , 0.    ])
+    >>> fidelity_scores([0.8, 0.6, 0.2, None], [4.0, 4.0, 1.0, 1.0], ["a", "a", "b", "b"],
+    ...                 subset=slice(2, 4)).round(4)
+    array([1., 0.])
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -199,11 +308,17 @@ def fidelity_scores(
     sq = np.bincount(gid, weights=np.where(valid, s - mu[gid], 0.0) ** 2, minlength=n_groups)
     var = np.divide(sq, count - 1, out=np.zeros(n_groups), where=count >= 2)
 
-    out = np.full(s.size, float(invalid_value))
-    vi = np.flatnonzero(valid)
+    start, stop = 0, s.size
+    if subset is not None:
+        start, stop, step = subset.indices(s.size)
+        if step != 1:
+            raise ValueError(f"subset must be a contiguous slice, got {subset}")
+        stop = max(start, stop)
+    out = np.full(stop - start, float(invalid_value))
+    vi = start + np.flatnonzero(valid[start:stop])  # valid samples to score
     cols = np.flatnonzero(count > 0)  # images that can be comparison partners
     if cols.size < 2:  # at most one image with valid scores: no sample has a partner
-        out[vi] = np.nan
+        out[vi - start] = np.nan
         return out
     col_of = np.full(n_groups, -1, dtype=np.intp)
     col_of[cols] = np.arange(cols.size)
@@ -224,7 +339,7 @@ def fidelity_scores(
     root_eps = math.sqrt(eps)
     q[ties] = np.sqrt(0.5 * p_tie + eps) + np.sqrt(0.5 * (1.0 - p_tie) + eps) - root_eps
     q[np.arange(vi.size), row] = 0.0  # an image is not its own partner
-    out[vi] = q.sum(axis=1) / (cols.size - 1) + root_eps
+    out[vi - start] = q.sum(axis=1) / (cols.size - 1) + root_eps
     return out
 
 
@@ -240,6 +355,12 @@ class FidelityReward:
     ``mos`` and ``group``. Unparseable scores get ``invalid_value``. Samples of an image that
     has no other image with a valid score in the batch get ``None`` (no signal).
 
+    The batch is that of all processes with ``scope="global"`` (default): the rows of every
+    process are collected by ``gather`` (default :func:`all_gather_rows`, one collective per
+    call; ``group`` must identify the image globally) and this process's slice of the result
+    is returned. ``scope="local"`` compares within this process's slice and makes no
+    collective.
+
     >>> r = FidelityReward()
     >>> r.__name__
     'fidelity'
@@ -248,13 +369,26 @@ class FidelityReward:
     [0.997, 0.9661, 0.997, 0.9661]
     >>> r(pred_score=[0.8, None], mos=[4.0, 4.0], group=[1, 1])
     [None, 0.0]
+
+    A process holding only image 1, while another holds image 2 (faked here by ``gather``):
+
+    >>> other = [(0.2, 1.0, 2), (0.4, 1.0, 2)]  # (pred_score, mos, group) rows of rank 1
+    >>> r = FidelityReward(gather=lambda rows: (rows + other, 0))
+    >>> [round(x, 4) for x in r(pred_score=[0.8, 0.6], mos=[4.0, 4.0], group=[1, 1])]
+    [0.997, 0.9661]
+    >>> FidelityReward(scope="local", gather=lambda rows: (rows + other, 0))(
+    ...     pred_score=[0.8, 0.6], mos=[4.0, 4.0], group=[1, 1])
+    [None, None]
     """
 
     eps: float = 1e-8
     invalid_value: float = 0.0
+    scope: Scope = "global"
+    gather: RowsGather | None = None
 
     def __post_init__(self) -> None:
         self.__name__ = "fidelity"
+        _check_scope(self.scope)
 
     def __call__(
         self,
@@ -266,7 +400,13 @@ class FidelityReward:
         pred = _column(self.__name__, kwargs, "pred_score", n)
         mos = _column(self.__name__, kwargs, "mos", n)
         group = _column(self.__name__, kwargs, "group", n)
-        scores = fidelity_scores(pred, mos, group, eps=self.eps, invalid_value=self.invalid_value)
+        mine = slice(0, len(pred))
+        if self.scope == "global":
+            (pred, mos, group), offset = _exchange(self.__name__, self.gather, (pred, mos, group))
+            mine = slice(offset, offset + mine.stop)
+        scores = fidelity_scores(
+            pred, mos, group, eps=self.eps, invalid_value=self.invalid_value, subset=mine
+        )
         return _as_list(scores, np.isnan(scores))
 
 
@@ -388,21 +528,20 @@ def tool_rate_shaping(
 def all_reduce_counts(tool_used_valid: int, valid: int) -> tuple[int, int]:
     """Sum the two counts over all processes with ``torch.distributed.all_reduce``.
 
-    Returns them unchanged when torch was never imported (no process group can exist then;
-    checked through ``sys.modules``, so this never pays the torch import), when
-    torch.distributed is unavailable or uninitialised, or with a single process. Every
-    process must call it (it is a collective).
+    Returns them unchanged when torch.distributed was never imported (no process group can
+    exist then; checked through ``sys.modules``, so this never pays the torch import), when
+    it is unavailable or uninitialised, or with a single process. Every process must call it
+    (it is a collective). A standalone helper for ρ alone: :class:`BATEReward` takes ρ from
+    its gathered rows instead, so that a call makes a single collective.
 
     >>> all_reduce_counts(3, 8)
     (3, 8)
     """
-    if "torch" not in sys.modules:
+    dist = _dist()
+    if dist is None:
         return tool_used_valid, valid
     import torch
-    import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
-        return tool_used_valid, valid
     on_gpu = "nccl" in str(dist.get_backend()) and torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
     counts = torch.tensor([tool_used_valid, valid], dtype=torch.int64, device=device)
@@ -417,6 +556,8 @@ def global_tool_rate(
 
     ``gather`` maps this process's counts to the global counts (default
     :func:`all_reduce_counts`). ``None`` when no process has a valid trajectory.
+    :class:`BATEReward` computes the same ratio from its gathered rows (see
+    :func:`tool_rate`).
 
     >>> global_tool_rate(3, 8)
     0.375
@@ -425,6 +566,20 @@ def global_tool_rate(
     """
     used, total = (gather or all_reduce_counts)(int(tool_used_valid_count), int(valid_count))
     return None if total <= 0 else used / total
+
+
+def tool_rate(pred: Scores, tool_calls: Sequence[int] | np.ndarray) -> float | None:
+    """ρ of the given trajectories: valid tool-invoked / valid (``None`` if none is valid).
+
+    >>> tool_rate([3.0, None, 2.5, 4.0], [1, 2, 0, 0])
+    0.3333333333333333
+    """
+    valid = np.isfinite(_scores(pred))
+    calls = np.asarray(tool_calls).ravel()
+    if valid.size != calls.size:
+        raise ValueError(f"pred and tool_calls differ in length ({valid.size}, {calls.size})")
+    total = int(valid.sum())
+    return None if total == 0 else int(np.sum(valid & (calls > 0))) / total
 
 
 def _normalised_rank(values: np.ndarray) -> np.ndarray:
@@ -446,24 +601,42 @@ class BATEReward:
       this project's default (the paper gives none). No tool-free peer: ``no_cohort_value``.
     * ``S`` (eq. 3, :func:`tool_rate_shaping`): incentive when ρ < ρ̂, penalty when ρ > ρ̂,
       added only to trajectories with ``tool_successes > 0``; ``rank_t`` is the fidelity
-      rank among those trajectories in this process's batch. The sigmoid shapes are this
-      project's reading; the paper gives target, bands and the threefold factor only.
-    * ρ (:func:`global_tool_rate`): valid tool-invoked / valid trajectories, summed over all
-      processes through ``gather`` (default :func:`all_reduce_counts`; inject a picklable
-      function in tests).
+      rank among those trajectories in the batch. The sigmoid shapes are this project's
+      reading; the paper gives target, bands and the threefold factor only.
+    * ρ (:func:`tool_rate`): valid tool-invoked / valid trajectories over all processes.
+
+    Every call gathers the rows ``(pred_score, mos, group, tool_calls, tool_successes)`` of all
+    processes through ``gather`` (default :func:`all_gather_rows`; inject a picklable
+    function in tests): exactly one collective per call, in either scope. With
+    ``scope="global"`` (default) the batch above (fidelity partners, groups, rank) is that of
+    all processes and this process's slice is returned; ``group`` must identify the image
+    globally. With ``scope="local"`` it is this process's slice, and the gathered rows only
+    give ρ. In the global scope every process computes the fidelity of the whole batch (the
+    rank needs all of it), O(trajectories × images) over all processes: about 20 ms for
+    1,024 trajectories of 256 images on one CPU core, 1 s for 8 × 1,024.
 
     Tool-free trajectories get 0 (plus nothing), and so do invalid ones (``pred_score``
     unparseable): the fidelity and format rewards already penalise those, BATE only judges
     tool use. When no other image has a valid score (fidelity undefined), valid trajectories
     get ``None``. With ``log_metric`` it logs ``tools/rate`` (ρ) and ``bate/shaping`` (mean
-    shaping over trajectories with a successful call, 0 when none).
+    shaping over the batch's trajectories with a successful call, 0 when none; with
+    ``scope="global"`` every process logs the same global values).
 
-    >>> r = BATEReward(gather=None)
+    >>> r = BATEReward()
     >>> out = r(pred_score=[0.9, 0.2, 0.5, 0.5, 0.1, 0.8], mos=[5, 5, 5, 5, 1, 1],
     ...         group=["a", "a", "a", "a", "b", "b"], tool_calls=[1, 1, 0, 0, 0, 0],
     ...         tool_successes=[1, 1, 0, 0, 0, 0])
     >>> [round(x, 4) for x in out]  # ρ = 2/6: incentive (outside the band: threefold)
     [1.2618, 0.244, 0.0, 0.0, 0.0, 0.0]
+
+    The same batch split over two processes (group "a" on both), as seen by rank 0; rank 1's
+    rows ``(pred_score, mos, group, tool_calls, tool_successes)`` are faked by ``gather``:
+
+    >>> rank1 = [(0.5, 5, "a", 0, 0), (0.1, 1, "b", 0, 0), (0.8, 1, "b", 0, 0)]
+    >>> r = BATEReward(gather=lambda rows: (rows + rank1, 0))
+    >>> [round(x, 4) for x in r(pred_score=[0.9, 0.2, 0.5], mos=[5, 5, 5], group=["a"] * 3,
+    ...                         tool_calls=[1, 1, 0], tool_successes=[1, 1, 0])]
+    [1.2618, 0.244, 0.0]
     """
 
     tau: float = 0.1
@@ -475,7 +648,8 @@ class BATEReward:
     strength: float = 0.1
     sharpness: float = 4.0
     eps: float = 1e-8
-    gather: CountsGather | None = None
+    gather: RowsGather | None = None
+    scope: Scope = "global"
 
     def __post_init__(self) -> None:
         self.__name__ = "bate"
@@ -483,6 +657,7 @@ class BATEReward:
             raise ValueError("need 0 <= band_low < target < band_high <= 1")
         if not self.tau > 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        _check_scope(self.scope)
 
     def __call__(
         self,
@@ -492,14 +667,21 @@ class BATEReward:
     ) -> list[float | None]:
         n = _batch_size(completions)
         name = self.__name__
-        pred = _scores(_column(name, kwargs, "pred_score", n))
-        mos = _column(name, kwargs, "mos", n)
-        group = _column(name, kwargs, "group", n)
-        calls = np.asarray(_column(name, kwargs, "tool_calls", n), dtype=np.int64)
-        successes = np.asarray(_column(name, kwargs, "tool_successes", n), dtype=np.int64)
-        valid = np.isfinite(pred)
+        local = [
+            _column(name, kwargs, column, n)
+            for column in ("pred_score", "mos", "group", "tool_calls", "tool_successes")
+        ]
         # The collective comes first so that every process calls it whatever its batch holds.
-        rho = global_tool_rate(int(np.sum(valid & (calls > 0))), int(valid.sum()), self.gather)
+        gathered, offset = _exchange(name, self.gather, local)
+        rho = tool_rate(gathered[0], gathered[3])
+        mine = slice(offset, offset + len(local[0]))
+        if self.scope == "local":
+            gathered, mine = local, slice(0, mine.stop - mine.start)
+        raw_pred, mos, group, raw_calls, raw_successes = gathered
+        pred = _scores(raw_pred)
+        calls = np.asarray(raw_calls, dtype=np.int64)
+        successes = np.asarray(raw_successes, dtype=np.int64)
+        valid = np.isfinite(pred)
 
         s = fidelity_scores(pred, mos, group, eps=self.eps, invalid_value=np.nan)
         total = bate_base(s, calls, group, tau=self.tau, no_cohort_value=self.no_cohort_value)
@@ -522,7 +704,7 @@ class BATEReward:
             if rho is not None:
                 log_metric("tools/rate", rho)
             log_metric("bate/shaping", float(shaping[shaped].mean()) if shaped.any() else 0.0)
-        return _as_list(total, valid & ~np.isfinite(s))
+        return _as_list(total[mine], (valid & ~np.isfinite(s))[mine])
 
 
 # -- format ---------------------------------------------------------------------------
@@ -600,11 +782,17 @@ class FormatReward:
 
 
 def default_rewards(
-    *, gather: CountsGather | None = None, tau: float = 0.1
+    *, gather: RowsGather | None = None, tau: float = 0.1, scope: Scope = "global"
 ) -> list[FidelityReward | BATEReward | FormatReward]:
     """The paper's three rewards with default settings, in :data:`REWARD_WEIGHTS_PAPER` order.
+
+    ``gather`` and ``scope`` go to the fidelity and BATE rewards (see :func:`all_gather_rows`).
 
     >>> [r.__name__ for r in default_rewards()]
     ['fidelity', 'bate', 'format']
     """
-    return [FidelityReward(), BATEReward(tau=tau, gather=gather), FormatReward()]
+    return [
+        FidelityReward(scope=scope, gather=gather),
+        BATEReward(tau=tau, gather=gather, scope=scope),
+        FormatReward(),
+    ]

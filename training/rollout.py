@@ -36,6 +36,15 @@ __all__ = [
 ]
 
 REQUEST_KIND = "tooliqa.rollout/1"
+_LOG_KEYS = (
+    "pred_score",
+    "tool_calls",
+    "tool_successes",
+    "tools_used",
+    "protocol",
+    "rollout_error",
+    "completion_text",
+)
 
 
 class RolloutError(RuntimeError):
@@ -58,9 +67,14 @@ def parse_request(prompt: Any) -> tuple[str, str | None]:
         if isinstance(content, list):  # TRL may wrap text in content blocks
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         payload = json.loads(content)
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
         if payload.get("kind") != REQUEST_KIND:
             raise ValueError(f"kind is {payload.get('kind')!r}")
-        return str(payload["image"]), payload.get("query")
+        image = payload["image"]
+        if not isinstance(image, str) or not image:
+            raise ValueError("image must be a non-empty path")
+        return image, payload.get("query")
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise RolloutError(
             f"prompt is not a rollout request ({exc}); build training prompts with "
@@ -98,6 +112,8 @@ class GraphRollout:
     score_range: tuple[float, float] = (1.0, 5.0)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     lockstep: Callable[[Any], Callable[[bool], bool] | None] | None = None
+    #: append one JSON line per trajectory (no token ids or pixels) to this file
+    log_path: str | None = None
     last_stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,7 +130,28 @@ class GraphRollout:
         generator = self.make_generator(trainer)
         lockstep = self.lockstep(trainer) if self.lockstep is not None else None
         records = self.run(prompts, generator, trainer.processing_class, lockstep=lockstep)
+        if self.log_path:
+            state = getattr(trainer, "state", None)
+            self.write_log(records, prompts, step=getattr(state, "global_step", None))
         return collate(records)
+
+    def write_log(
+        self, records: Sequence[dict[str, Any]], prompts: Sequence[Any], *, step: int | None
+    ) -> None:
+        """One JSON line per trajectory: image, score, tools, protocol, text."""
+        assert self.log_path is not None
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            for prompt, rec in zip(prompts, records, strict=True):
+                image, query = parse_request(prompt)
+                line = {
+                    "step": step,
+                    "image": image,
+                    "query": query,
+                    **{k: rec[k] for k in _LOG_KEYS},
+                    "model_tokens": sum(rec["env_mask"]),
+                    "images": len(rec["images"]),
+                }
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def context(self, model: RecordingChatModel) -> Context:
         kwargs: dict[str, Any] = {}

@@ -76,7 +76,9 @@ def rollout_record(
 
     ``assessment`` is None when the graph itself failed (``error`` says why):
     the record then carries no score and fails every protocol check, so the
-    rewards give it their penalties. ``decode`` (ids → text) fills
+    rewards give it their penalties. A run that finished without a usable
+    score is not an error: it has ``pred_score`` None and its protocol checks
+    say what went wrong. ``decode`` (ids → text) fills
     ``completion_text`` for logs.
     """
     if len(ledger.completion_ids) != len(ledger.completion_mask) or len(
@@ -88,7 +90,7 @@ def rollout_record(
         score = None
         protocol = {
             "rubric_ok": False,
-            "single_action": True,
+            "single_action": False,
             "answer_tagged": False,
             "score_in_range": False,
             "repaired": False,
@@ -97,7 +99,6 @@ def rollout_record(
         steps = list(assessment.steps)
         score = assessment.score
         protocol = protocol_checks(assessment, score_range)
-        error = error or assessment.error
     return {
         "prompt_ids": list(ledger.prompt_ids),
         "completion_ids": list(ledger.completion_ids),

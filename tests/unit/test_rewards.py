@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import doctest
+import itertools
+import json
 import math
+import os
 import pickle
+import socket
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
 from tooliqa.training import rewards
 from tooliqa.training.rewards import (
@@ -20,11 +26,13 @@ from tooliqa.training.rewards import (
     FidelityReward,
     FormatReward,
     MissingColumnError,
+    all_gather_rows,
     all_reduce_counts,
     bate_base,
     default_rewards,
     fidelity_scores,
     global_tool_rate,
+    tool_rate,
     tool_rate_shaping,
 )
 
@@ -40,26 +48,66 @@ def fid_term(p: float, g: float, eps: float = EPS) -> float:
     return math.sqrt(p * g + eps) + math.sqrt((1.0 - p) * (1.0 - g) + eps)
 
 
-@dataclass
-class FixedCounts:
-    """A gather that reports fixed global counts whatever this process saw."""
-
-    used: int
-    total: int
-
-    def __call__(self, used: int, total: int) -> tuple[int, int]:
-        return self.used, self.total
+FID_COLUMNS = ("pred_score", "mos", "group")
+BATE_COLUMNS = (*FID_COLUMNS, "tool_calls", "tool_successes")
 
 
 @dataclass
 class OtherRank:
-    """A gather that adds the counts of one other process."""
+    """A gather that adds the counts of one other process (for ``global_tool_rate``)."""
 
     used: int
     total: int
 
     def __call__(self, used: int, total: int) -> tuple[int, int]:
         return used + self.used, total + self.total
+
+
+@dataclass
+class Processes:
+    """A rows gather faking the processes of lower rank (``before``) and higher rank (``after``)."""
+
+    before: list[tuple[Any, ...]] = field(default_factory=list)
+    after: list[tuple[Any, ...]] = field(default_factory=list)
+    calls: int = 0
+
+    def __call__(self, rows):
+        self.calls += 1
+        return self.before + rows + self.after, len(self.before)
+
+
+@dataclass
+class GlobalCounts:
+    """A rows gather padding with another process's trajectories so that the global counts
+    (valid tool-invoked, valid) are (used, total). The filler images are distinct from this
+    process's: meant for ``scope="local"``, where the other rows only set ρ."""
+
+    used: int
+    total: int
+
+    def __call__(self, rows):
+        valid = [r[0] is not None and math.isfinite(r[0]) for r in rows]
+        used = sum(v and r[3] > 0 for v, r in zip(valid, rows, strict=True))
+        extra_used, extra = self.used - used, self.total - sum(valid)
+        assert 0 <= extra_used <= extra
+        return rows + [(3.0, 3.0, ("filler", i), int(i < extra_used), 0) for i in range(extra)], 0
+
+
+def split(cols, names, rank_slices, rank):
+    """This rank's columns and a gather faking the other ranks, for a batch cut into slices."""
+    mine = {k: (v[rank_slices[rank]] if isinstance(v, list) else v) for k, v in cols.items()}
+
+    def rows(sl):
+        return list(zip(*(cols[k][sl] for k in names), strict=True))
+
+    before = [row for sl in rank_slices[:rank] for row in rows(sl)]
+    after = [row for sl in rank_slices[rank + 1 :] for row in rows(sl)]
+    return mine, Processes(before, after)
+
+
+def cuts(*points: int, n: int = 8) -> list[slice]:
+    bounds = [0, *points, n]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def batch(**overrides):
@@ -249,6 +297,13 @@ class TestToolRate:
 
     def test_default_gather_without_process_group(self):
         assert all_reduce_counts(3, 7) == (3, 7)
+        rows = [(0.5, 3.0, "a"), (None, 3.0, "a")]
+        gathered, offset = all_gather_rows(rows)
+        assert gathered is rows and offset == 0
+
+    def test_tool_rate(self):
+        assert tool_rate([3.0, None, float("nan"), 2.0], [1, 1, 1, 0]) == 0.5
+        assert tool_rate([None], [1]) is None
 
     def test_import_does_not_load_torch(self):
         code = "import sys, tooliqa.training.rewards; assert 'torch' not in sys.modules"
@@ -258,13 +313,13 @@ class TestToolRate:
 class TestBATEReward:
     def test_tool_free_get_zero(self):
         cols = batch()
-        out = BATEReward(gather=FixedCounts(1, 10))(**cols)
+        out = BATEReward(gather=GlobalCounts(3, 30), scope="local")(**cols)
         free = [i for i, c in enumerate(cols["tool_calls"]) if c == 0]
         assert all(out[i] == 0.0 for i in free)
 
     def test_base_matches_duels_at_target_rate(self):
         cols = batch()
-        out = BATEReward(gather=FixedCounts(5, 10))(**cols)  # ρ = ρ̂: no shaping
+        out = BATEReward(gather=GlobalCounts(5, 10), scope="local")(**cols)  # ρ = ρ̂: no shaping
         s = fidelity_scores(cols["pred_score"], cols["mos"], cols["group"])
         expected = bate_base(s, cols["tool_calls"], cols["group"])
         np.testing.assert_allclose(out, expected)
@@ -273,7 +328,7 @@ class TestBATEReward:
         cols = batch(tool_successes=[1, 0, 0, 0, 1, 0, 0, 0])  # trajectory 1's call failed
         s = fidelity_scores(cols["pred_score"], cols["mos"], cols["group"])
         base = bate_base(s, cols["tool_calls"], cols["group"])
-        out = np.array(BATEReward(gather=FixedCounts(1, 10))(**cols))  # ρ = 0.1: incentive
+        out = np.array(BATEReward(gather=GlobalCounts(3, 30), scope="local")(**cols))  # ρ = 0.1
         assert out[1] == pytest.approx(base[1])
         shaped = out - base
         assert shaped[0] > 0 or shaped[4] > 0
@@ -283,7 +338,7 @@ class TestBATEReward:
         cols = batch()
         s = fidelity_scores(cols["pred_score"], cols["mos"], cols["group"])
         base = bate_base(s, cols["tool_calls"], cols["group"])
-        out = np.array(BATEReward(gather=FixedCounts(9, 10))(**cols))  # ρ = 0.9: penalty
+        out = np.array(BATEReward(gather=GlobalCounts(45, 50), scope="local")(**cols))  # ρ = 0.9
         calls = [0, 1, 4]
         best = calls[int(np.argmax(s[calls]))]
         assert out[best] == pytest.approx(base[best])
@@ -293,8 +348,13 @@ class TestBATEReward:
         cols = batch()
         logged_local: dict[str, float] = {}
         logged_global: dict[str, float] = {}
-        local = BATEReward(gather=OtherRank(0, 0))(**cols, log_metric=logged_local.__setitem__)
-        glob = BATEReward(gather=OtherRank(8, 8))(**cols, log_metric=logged_global.__setitem__)
+        other = [(3.0, 3.0, ("other", i), 1, 1) for i in range(8)]  # 8 of 8 tool-invoked
+        local = BATEReward(gather=Processes(), scope="local")(
+            **cols, log_metric=logged_local.__setitem__
+        )
+        glob = BATEReward(gather=Processes(after=other), scope="local")(
+            **cols, log_metric=logged_global.__setitem__
+        )
         assert logged_local["tools/rate"] == pytest.approx(3 / 8)
         assert logged_global["tools/rate"] == pytest.approx(11 / 16)
         assert logged_local["bate/shaping"] > 0 > logged_global["bate/shaping"]
@@ -302,23 +362,24 @@ class TestBATEReward:
 
     def test_invalid_trajectories_deterministic_zero(self):
         cols = batch(pred_score=[None, 2.0, 3.5, float("nan"), 1.0, 4.0, 1.5, 2.0])
-        r = BATEReward(gather=FixedCounts(1, 10))
+        r = BATEReward(gather=GlobalCounts(2, 20), scope="local")
         first, second = r(**cols), r(**cols)
         assert first == second
         assert first[0] == 0.0 and first[3] == 0.0
 
     def test_no_partner_gives_none(self):
         cols = batch(pred_score=[4.5, 2.0, 3.5, 3.0, None, None, None, None])
-        out = BATEReward(gather=FixedCounts(5, 10))(**cols)
+        out = BATEReward(gather=GlobalCounts(5, 10), scope="local")(**cols)
         assert out[:4] == [None] * 4 and out[4:] == [0.0] * 4
 
     def test_unknown_kwargs_ignored(self):
         cols = batch()
-        r = BATEReward(gather=FixedCounts(2, 10))
+        r = BATEReward(gather=GlobalCounts(3, 10))
         assert r(**cols) == r(**cols, completion_ids=[[0]] * 8, log_extra=print, foo=[1] * 8)
 
     def test_pickles(self):
-        r = BATEReward(gather=OtherRank(3, 4), tau=0.2)
+        other = [(3.0, 3.0, "c", 1, 1)] * 3 + [(2.0, 3.0, "c", 0, 0)]
+        r = BATEReward(gather=Processes(after=other), tau=0.2)
         back = pickle.loads(pickle.dumps(r))
         assert back(**batch()) == r(**batch())
         assert back.__name__ == "bate"
@@ -374,7 +435,7 @@ class TestDefaults:
 
 def fidelity_reference(pred, mos, group, eps=EPS, invalid_value=0.0):
     """The fidelity formula written out with loops and the statistics module."""
-    images = {}
+    images: dict[Any, dict[str, Any]] = {}
     for p, m, g in zip(pred, mos, group, strict=True):
         entry = images.setdefault(g, {"mos": m, "scores": []})
         if p is not None and math.isfinite(p):
@@ -413,3 +474,199 @@ def test_fidelity_matches_loop_reference(seed):
     group = np.repeat(np.arange(images), k).tolist()
     got = fidelity_scores(pred, mos, group, invalid_value=-0.25)
     np.testing.assert_allclose(got, fidelity_reference(pred, mos, group, invalid_value=-0.25))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fidelity_subset_is_a_slice_of_the_whole(seed):
+    rng = np.random.default_rng(seed)
+    images, k = 6, 4
+    mos = np.repeat(rng.integers(1, 4, images).astype(float), k)
+    pred = [None if rng.random() < 0.2 else float(x) for x in rng.normal(2.5, 1.0, images * k)]
+    group = np.repeat(np.arange(images), k).tolist()
+    whole = fidelity_scores(pred, mos, group)
+    for sl in (slice(0, 4), slice(3, 17), slice(20, 24), slice(5, 5), slice(None)):
+        np.testing.assert_allclose(fidelity_scores(pred, mos, group, subset=sl), whole[sl])
+    with pytest.raises(ValueError, match="contiguous"):
+        fidelity_scores(pred, mos, group, subset=slice(0, 8, 2))
+
+
+class TestAcrossProcesses:
+    """The global scope: rows of the other processes faked by an injected gather."""
+
+    def test_single_image_process_gets_finite_fidelity(self):
+        full = batch()
+        whole = FidelityReward()(**full)  # one process holding the whole batch
+        for rank, sl in enumerate(cuts(4)):  # one image per process
+            mine, gather = split(full, FID_COLUMNS, cuts(4), rank)
+            out = FidelityReward(gather=gather)(**mine)
+            assert all(x is not None and math.isfinite(x) for x in out)
+            assert out == pytest.approx(whole[sl], rel=1e-12)
+            assert gather.calls == 1
+            # per process there is no partner image
+            assert FidelityReward(scope="local", gather=gather)(**mine) == [None] * 4
+            assert gather.calls == 1  # local scope makes no collective
+
+    @pytest.mark.parametrize("points", [(4,), (1,), (3,), (6,), (2, 5), (4, 4), (1, 2, 7)])
+    def test_fidelity_is_the_slice_of_the_global_computation(self, points):
+        full = batch(pred_score=[4.5, None, 3.5, 3.0, 1.0, 4.0, float("nan"), 2.0])
+        whole = fidelity_scores(full["pred_score"], full["mos"], full["group"])
+        slices = cuts(*points)
+        for rank, sl in enumerate(slices):
+            mine, gather = split(full, FID_COLUMNS, slices, rank)
+            out = FidelityReward(gather=gather)(**mine)
+            expected = [None if np.isnan(x) else x for x in whole[sl]]
+            assert out == pytest.approx(expected, rel=1e-12)
+
+    @pytest.mark.parametrize("points", [(4,), (1,), (3,), (6,), (2, 5), (1, 2, 7)])
+    @pytest.mark.parametrize("rho", ["incentive", "penalty"])
+    def test_bate_is_the_slice_of_the_global_computation(self, points, rho):
+        calls = [1, 2, 0, 0, 1, 0, 0, 0] if rho == "incentive" else [1, 2, 1, 0, 1, 1, 2, 0]
+        full = batch(tool_calls=calls, tool_successes=[min(c, 1) for c in calls])
+        logged_whole: dict[str, float] = {}
+        whole = BATEReward()(**full, log_metric=logged_whole.__setitem__)
+        assert (logged_whole["bate/shaping"] > 0) == (rho == "incentive")
+        slices = cuts(*points)
+        for rank, sl in enumerate(slices):
+            mine, gather = split(full, BATE_COLUMNS, slices, rank)
+            logged: dict[str, float] = {}
+            out = BATEReward(gather=gather)(**mine, log_metric=logged.__setitem__)
+            assert out == pytest.approx(whole[sl], rel=1e-12)
+            assert logged == pytest.approx(logged_whole, rel=1e-12)  # global ρ and shaping
+            assert gather.calls == 1
+
+    def test_bate_single_image_per_process(self):
+        full = batch()
+        whole = BATEReward()(**full)
+        for rank, sl in enumerate(cuts(4)):
+            mine, gather = split(full, BATE_COLUMNS, cuts(4), rank)
+            out = BATEReward(gather=gather)(**mine)
+            assert all(x is not None for x in out)
+            assert out == pytest.approx(whole[sl], rel=1e-12)
+            local = BATEReward(gather=gather, scope="local")(**mine)
+            assert [x is None for x in local] == [p is not None for p in mine["pred_score"]]
+
+    def test_local_scope_is_the_per_process_computation(self):
+        full = batch()
+        mine, gather = split(full, BATE_COLUMNS, cuts(6), 0)  # image a and half of b
+        fid = FidelityReward(scope="local", gather=gather)(**mine)
+        assert gather.calls == 0
+        local_s = fidelity_scores(mine["pred_score"], mine["mos"], mine["group"])
+        assert fid == pytest.approx(list(local_s), rel=1e-12)
+
+        out = np.array(BATEReward(scope="local", gather=gather)(**mine))
+        assert gather.calls == 1  # for ρ only
+        rho = tool_rate(full["pred_score"], full["tool_calls"])  # global: 3 of 8
+        assert rho == pytest.approx(3 / 8)
+        base = bate_base(local_s, mine["tool_calls"], mine["group"])
+        shaped = [i for i, n in enumerate(mine["tool_successes"]) if n > 0]
+        ranks = (rankdata(local_s[shaped]) - 1) / (len(shaped) - 1)
+        expected = base.copy()
+        expected[shaped] += tool_rate_shaping(rho, ranks)
+        np.testing.assert_allclose(out, expected, rtol=1e-12)
+        # and not the global slice
+        assert not np.allclose(out, BATEReward()(**full)[:6])
+
+    def test_middle_rank_of_three(self):
+        full = batch()
+        whole_f, whole_b = FidelityReward()(**full), BATEReward()(**full)
+        slices = cuts(2, 5)
+        mine_f, gather_f = split(full, FID_COLUMNS, slices, 1)
+        mine_b, gather_b = split(full, BATE_COLUMNS, slices, 1)
+        assert FidelityReward(gather=gather_f)(**mine_f) == pytest.approx(whole_f[2:5])
+        assert BATEReward(gather=gather_b)(**mine_b) == pytest.approx(whole_b[2:5])
+
+    def test_default_rewards_pass_gather_and_scope(self):
+        full = batch()
+        mine, _ = split(full, BATE_COLUMNS, cuts(4), 0)
+        gather = Processes(after=[(1.0, 1.0, "b")] * 2)  # fidelity rows only
+        fid, bate, _fmt = default_rewards(gather=gather, scope="local")
+        assert fid.scope == bate.scope == "local" and fid.gather is bate.gather is gather
+        fid(**mine)
+        assert gather.calls == 0
+        assert all(r.scope == "global" for r in default_rewards()[:2])
+
+    def test_bad_gather_output_and_scope(self):
+        cols = batch()
+        with pytest.raises(ValueError, match="offset"):
+            FidelityReward(gather=lambda rows: (rows, 3))(**cols)
+        with pytest.raises(ValueError, match="offset"):
+            FidelityReward(gather=lambda rows: (rows[:4], 0))(**cols)
+        with pytest.raises(ValueError, match="columns"):
+            BATEReward(gather=lambda rows: ([r[:3] for r in rows], 0))(**cols)
+        with pytest.raises(ValueError, match="scope"):
+            FidelityReward(scope="world")
+        with pytest.raises(ValueError, match="scope"):
+            BATEReward(scope="all")
+
+    def test_colliding_group_ids_with_different_mos_are_caught(self):
+        full = batch(group=[0] * 4 + [1] * 4)
+        mine, _ = split(full, FID_COLUMNS, cuts(4), 0)
+        other = [(2.0, 2.5, 0)] * 4  # another process's image also numbered 0
+        with pytest.raises(ValueError, match="single MOS"):
+            FidelityReward(gather=Processes(after=other))(**mine)
+
+    def test_pickles_with_scope(self):
+        r = FidelityReward(scope="local", gather=Processes())
+        back = pickle.loads(pickle.dumps(r))
+        assert back.scope == "local" and back(**batch()) == r(**batch())
+
+
+def _gloo_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One process of the real two-process run: computes the rewards on its slice."""
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        full = batch()
+        results = {}
+        for points in ((4,), (3,)):  # one image each; then group a split over both ranks
+            sl = cuts(*points)[rank]
+            mine = {k: (v[sl] if isinstance(v, list) else v) for k, v in full.items()}
+            logged: dict[str, float] = {}
+            fid, bate, fmt = default_rewards()
+            results[str(points)] = {
+                "fidelity": fid(**mine),
+                "bate": bate(**mine, log_metric=logged.__setitem__),
+                "format": fmt(**mine),
+                "local": FidelityReward(scope="local")(**mine),
+                "logged": logged,
+            }
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(results, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_two_real_processes_with_gloo(tmp_path):
+    pytest.importorskip("torch")
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is unavailable")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gloo_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    assert not dist.is_initialized()  # the parent never joined a group
+
+    full = batch()
+    logged_whole: dict[str, float] = {}
+    whole = {
+        "fidelity": FidelityReward()(**full),
+        "bate": BATEReward()(**full, log_metric=logged_whole.__setitem__),
+    }
+    for rank in range(2):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for points in ((4,), (3,)):
+            got = results[str(points)]
+            sl = cuts(*points)[rank]
+            assert got["fidelity"] == pytest.approx(whole["fidelity"][sl], rel=1e-12)
+            assert got["bate"] == pytest.approx(whole["bate"][sl], rel=1e-12)
+            assert got["logged"] == pytest.approx(logged_whole, rel=1e-12)
+            assert got["format"] == [1.0] * (sl.stop - sl.start)
+        # per process, rank 0's single image has no partner
+        assert results["(4,)"]["local"] == [None] * 4
