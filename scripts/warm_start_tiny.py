@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 MARKER = "warm_start.json"
 LEVELS = {
     "Sharpness": ["High", "Medium", "Low"],
@@ -54,7 +54,7 @@ RUBRICS = [
 class Teacher:
     """Protocol-following replies, chosen from the last user turn."""
 
-    def __init__(self, rng: random.Random, tool_rate: float = 0.6):
+    def __init__(self, rng: random.Random, tool_rate: float = 0.75):
         self.rng = rng
         self.tool_rate = tool_rate
 
@@ -141,6 +141,7 @@ def build(base: Path, out: Path, *, steps: int, conversations: int, force: bool)
             }
         )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=2e-4)
     model.train()
     t0 = time.perf_counter()
     for step in range(steps):
@@ -150,6 +151,7 @@ def build(base: Path, out: Path, *, steps: int, conversations: int, force: bool)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         if step % 50 == 0 or step == steps - 1:
             print(f"  step {step:4d} loss {loss.item():.3f}")
     print(f"trained {steps} steps in {time.perf_counter() - t0:.1f}s")
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, default=REPO / ".cache" / "tiny-qwen3vl")
     ap.add_argument("--out", type=Path, default=REPO / ".cache" / "tiny-qwen3vl-warm")
-    ap.add_argument("--steps", type=int, default=240)
+    ap.add_argument("--steps", type=int, default=360)
     ap.add_argument("--conversations", type=int, default=48)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)

@@ -308,6 +308,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # everything after 'train' belongs to run_grpo's own (TRL) parser
+        return _run_train(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     if args.command == "assess":
         return asyncio.run(_run_assess(args))

@@ -56,7 +56,9 @@ class ToolIQAArguments:
     )
     plan_processes: int | None = field(
         default=None,
-        metadata={"help": "--dry-run: number of training processes to plan for (default: this launch)"},
+        metadata={
+            "help": "--dry-run: number of training processes to plan for (default: this launch)"
+        },
     )
     dry_run: bool = field(default=False, metadata={"help": "print the resolved plan and exit"})
 

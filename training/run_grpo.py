@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Any, Any, Any]:
     if "--dry_run" in argv and not _has_gpu():
         # The plan needs no device; without a GPU, transformers refuses bf16 at parse time.
         argv += ["--bf16", "false", "--use_cpu", "true"]
-    parser = TrlParser((ToolIQAArguments, GRPOConfig, ModelConfig))
+    parser = TrlParser((ToolIQAArguments, GRPOConfig, ModelConfig))  # type: ignore[arg-type]
     tool_args, grpo_args, model_args = parser.parse_args_and_config(argv)
     return tool_args, grpo_args, model_args
 

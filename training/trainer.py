@@ -109,7 +109,7 @@ class ToolIQAGRPOTrainer(GRPOTrainer):
             raise ValueError("ToolIQAGRPOTrainer needs a rollout_func (e.g. a GraphRollout)")
         if kwargs.get("tools") or kwargs.get("environment_factory"):
             raise ValueError("tools/environment_factory do not apply: the graph runs the tools")
-        super().__init__(*args, rollout_func=rollout_func, **kwargs)
+        super().__init__(*args, rollout_func=rollout_func, **kwargs)  # type: ignore[misc]
         if not self._is_vlm:
             raise ValueError("ToolIQAGRPOTrainer trains vision-language models only")
 
@@ -123,11 +123,13 @@ class ToolIQAGRPOTrainer(GRPOTrainer):
 
     def _generate(self, prompts: list[Any]) -> tuple[Any, ...]:
         device = self.accelerator.device
-        mode = "train" if self.model.training else "eval"
+        model: Any = self.model
+        mode = "train" if model.training else "eval"
         if self.use_vllm and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step
-        output = dict(self.rollout_func(prompts, self))
+        rollout: Any = self.rollout_func
+        output = dict(rollout(prompts, self))
         missing = {"prompt_ids", "completion_ids", "logprobs", "env_mask", "images"} - output.keys()
         if missing:
             raise ValueError(f"rollout_func must return {sorted(missing)} as well")

@@ -98,14 +98,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun_args(name: str, *cli: str):
+def _torchrun_args(name: str, port: int, rank: int | None = None, ip: str | None = None):
     """The arguments ``accelerate launch`` hands to torchrun for this config, computed
     by accelerate's own code (mirrors ``accelerate.commands.launch.launch_command``
     up to the launcher call; the helpers are private, so a change there shows here)."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
-    argv = ["--config_file", str(ACCEL_DIR / f"{name}.yaml"), *cli, "train.py", "--config", "x.yaml"]
+    argv = ["--config_file", str(ACCEL_DIR / f"{name}.yaml"), "--main_process_port", str(port)]
+    if rank is not None:
+        argv += ["--machine_rank", str(rank), "--main_process_ip", ip or ""]
+    argv += ["train.py", "--config", "x.yaml"]
     args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
     if args.use_deepspeed:
         args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
@@ -118,7 +121,7 @@ def _torchrun_args(name: str, *cli: str):
 
 @pytest.mark.parametrize("name", ["multi_gpu", "zero3"])
 def test_single_node_launch_starts_8_processes(name):
-    args, env = _torchrun_args(name, "--main_process_port", str(_free_port()))
+    args, env = _torchrun_args(name, _free_port())
     assert args.nproc_per_node == "8"
     assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
 
@@ -126,9 +129,7 @@ def test_single_node_launch_starts_8_processes(name):
 @pytest.mark.parametrize(("name", "rank"), [("zero3_multinode", 0), ("zero3_multinode", 1)])
 def test_two_node_launch(name, rank):
     port = _free_port()
-    args, env = _torchrun_args(
-        name, "--machine_rank", str(rank), "--main_process_ip", "10.0.0.1", "--main_process_port", str(port)
-    )
+    args, env = _torchrun_args(name, port, rank, "10.0.0.1")
     assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("8", "2", rank)
     assert args.rdzv_endpoint == f"10.0.0.1:{port}", "the command line overrides the placeholder"
     assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3"
@@ -138,10 +139,7 @@ def test_two_node_launch(name, rank):
 @pytest.mark.parametrize("rank", [0, 1, 2])
 def test_paper_layout_is_three_launchers_of_four(rank):
     port = _free_port()
-    args, env = _torchrun_args(
-        "paper_12gpu", "--machine_rank", str(rank), "--main_process_ip", "10.0.0.1",
-        "--main_process_port", str(port),
-    )
+    args, env = _torchrun_args("paper_12gpu", port, rank, "10.0.0.1")
     assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("4", "3", rank)
     assert args.rdzv_endpoint == f"10.0.0.1:{port}"
     assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"
@@ -157,8 +155,19 @@ case "$name" in
     accelerate)
         echo $$ >> "$STUB_LOG.train"
         rank=$(sed -n 's/.*--machine_rank \([0-9]*\).*/\1/p' <<<"$*")
-        if [[ -n "$rank" && "$rank" == "${STUB_FAIL_RANK:-}" ]]; then exit 3; fi
+        if [[ -n "$rank" && "$rank" == "${STUB_FAIL_RANK:-}" ]]; then
+            # fail once every launcher of the node has started
+            for _ in $(seq 100); do
+                (($(wc -l <"$STUB_LOG.train") >= ${STUB_LAUNCHERS:-1})) && break
+                sleep 0.1
+            done
+            exit 3
+        fi
         exec sleep "${STUB_TRAIN_SECONDS:-0}" ;;
+    curl)  # healthy once the local server stub runs, if one is expected
+        if [[ -n "${STUB_LOCAL_SERVER:-}" ]]; then
+            for _ in $(seq 100); do [[ -s "$STUB_LOG.server" ]] && break; sleep 0.1; done
+        fi ;;
     *) exit 0 ;;
 esac
 """
@@ -195,7 +204,9 @@ def run(script: Path, *args: str, env: dict, cwd: Path, timeout: float = 60, **e
 
 
 def commands(stdout: str, marker: str) -> list[list[str]]:
-    return [shlex.split(line.rstrip(" &")) for line in stdout.splitlines() if marker in line]
+    """The printed command lines containing ``marker``, split into words."""
+    lines = [line for line in stdout.splitlines() if not line.startswith("#")]
+    return [shlex.split(line.rstrip(" &")) for line in lines if marker in line]
 
 
 def flag(words: list[str], name: str) -> str:
@@ -267,16 +278,18 @@ def test_paper_print_per_node(stubs, tmp_path):
     b = run(PAPER, "--print", "node-b", env=env, cwd=tmp_path)
     assert a.returncode == b.returncode == 0
     assert len(commands(a.stdout, "vllm-serve")) == 1
-    assert [flag(w, "--machine_rank") for w in commands(a.stdout, "accelerate launch")] == ["0"]
+    ranks_a = [flag(w, "--machine_rank") for w in commands(a.stdout, "accelerate launch")]
+    ranks_b = [flag(w, "--machine_rank") for w in commands(b.stdout, "accelerate launch")]
+    assert ranks_a == ["0"]
     assert not commands(b.stdout, "vllm-serve")
-    assert [flag(w, "--machine_rank") for w in commands(b.stdout, "accelerate launch")] == ["1", "2"]
+    assert ranks_b == ["1", "2"]
     assert not log.exists()
 
 
 def test_paper_extra_arguments_reach_every_launcher(stubs, tmp_path):
     env, _ = stubs
-    out = run(PAPER, "--print", "--", "--resume_from_checkpoint", "runs/a b/checkpoint-340",
-              env=env, cwd=tmp_path)
+    resume = ["--resume_from_checkpoint", "runs/a b/checkpoint-340"]
+    out = run(PAPER, "--print", "--", *resume, env=env, cwd=tmp_path)
     launches = commands(out.stdout, "accelerate launch")
     assert len(launches) == 3
     assert all(flag(w, "--resume_from_checkpoint") == "runs/a b/checkpoint-340" for w in launches)
@@ -301,7 +314,7 @@ def test_paper_rejects_bad_layouts_and_arguments(stubs, tmp_path, args, extra):
 
 def test_paper_node_a_runs_server_then_training_then_stops_server(stubs, tmp_path):
     env, log = stubs
-    out = run(PAPER, "node-a", env=env, cwd=tmp_path, NODE_A="10.1.2.3")
+    out = run(PAPER, "node-a", env=env, cwd=tmp_path, NODE_A="10.1.2.3", STUB_LOCAL_SERVER="1")
     assert out.returncode == 0, out.stderr
     calls = {c.split()[0]: c for c in log.read_text().splitlines()}
     assert set(calls) == {"trl", "curl", "accelerate"}
@@ -320,7 +333,15 @@ def test_paper_node_a_runs_server_then_training_then_stops_server(stubs, tmp_pat
 def test_paper_node_b_stops_all_launchers_when_one_fails(stubs, tmp_path):
     env, log = stubs
     started = time.monotonic()
-    out = run(PAPER, "node-b", env=env, cwd=tmp_path, STUB_FAIL_RANK="2", STUB_TRAIN_SECONDS="30")
+    out = run(
+        PAPER,
+        "node-b",
+        env=env,
+        cwd=tmp_path,
+        STUB_FAIL_RANK="2",
+        STUB_LAUNCHERS="2",
+        STUB_TRAIN_SECONDS="30",
+    )
     assert out.returncode != 0
     assert time.monotonic() - started < 20, "waited for the healthy launcher instead of stopping it"
     assert "failed" in out.stderr
@@ -367,10 +388,10 @@ def test_single_gpu_print_without_vllm(stubs, tmp_path):
 PATH_RE = re.compile(r"training/(configs|accelerate|recipes)/[\w.-]+\.(?:yaml|sh)")
 
 
-@pytest.mark.parametrize(
-    "doc", [*sorted(RECIPES.glob("*.sh")), RECIPES / "README.md", *sorted(ACCEL_DIR.glob("*.yaml"))],
-    ids=lambda p: p.name,
-)
+DOCS = [*sorted(RECIPES.glob("*.sh")), RECIPES / "README.md", *sorted(ACCEL_DIR.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_referenced_paths_exist(doc):
     for match in PATH_RE.finditer(doc.read_text(encoding="utf-8")):
         path = REPO / match.group(0)

@@ -155,6 +155,17 @@ class TestDryRun:
         assert err.startswith("error: ") and "nope.csv" in err and "not found" in err
         assert "Traceback" not in err
 
+    def test_tooliqa_train_finds_a_shipped_config_by_name(self, train_spec, capsys):
+        from tooliqa.cli import main as cli_main
+
+        argv = ["train", "--config", "kadid_qwen3vl8b", "--dry-run", "--train_dataset", train_spec]
+        assert cli_main([*argv, "--plan_processes", "12"]) == 0
+        assert "144 trajectories" in capsys.readouterr().out
+
+    def test_an_unknown_config_name_lists_the_shipped_ones(self):
+        with pytest.raises(SystemExit, match="kadid_qwen3vl8b, koniq_qwen3vl8b, tiny_cpu"):
+            run_grpo.main(["--config", "nope", "--dry-run"])
+
     def test_missing_train_dataset_exits_2(self, capsys):
         config = str(REPO / "training" / "configs" / "tiny_cpu.yaml")
         assert run_grpo.main(["--config", config, "--dry-run"]) == 2
