@@ -13,14 +13,23 @@ identifying it across processes) and ``image_path``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tooliqa.eval.datasets import Dataset, load_dataset
-from tooliqa.eval.splits import split_by_reference
+from tooliqa.eval.splits import kadid_reference_name, split_by_reference
 
 from .rollout import rollout_request
 
 __all__ = ["load_training_rows", "select_split", "to_hf_dataset"]
+
+
+def _kadid_named(image: str) -> bool:
+    try:
+        kadid_reference_name(image)
+    except ValueError:
+        return False
+    return True
 
 
 def select_split(
@@ -31,12 +40,18 @@ def select_split(
     seed: int = 42,
 ) -> Dataset:
     """The samples of ``split``: from the label file's own split column when it has
-    one, else by reference with ``fractions`` (train/val/test) and ``seed``."""
+    one, else by reference with ``fractions`` (train/val/test) and ``seed``.
+
+    The reference of an image is its ``ref`` column, else the reference in a
+    KADID-style name (``I01_01_01.png`` → ``I01.png``), else the image itself
+    (authentic-distortion datasets: every image is its own content).
+    """
     if ds.splits():
         return ds.select(split)
     if not fractions:
         return ds
-    parts = split_by_reference(ds.samples, fractions, seed=seed)
+    samples = [s if s.ref or _kadid_named(s.image) else replace(s, ref=s.image) for s in ds.samples]
+    parts = split_by_reference(samples, fractions, seed=seed)
     if split not in parts:
         raise ValueError(f"split must be one of {sorted(parts)}, not {split!r}")
     return Dataset(ds.name, ds.root, parts[split], ds.mos_range, ds.higher_better, ds.problems)

@@ -169,6 +169,7 @@ class ToolIQAGRPOTrainer(GRPOTrainer):
         )
         metrics["rollout/score_parsed"].append(scored.mean().item())
         metrics["rollout/errors"].append(errors.mean().item())
+        metrics["beta"].append(float(self.beta))
         # Every image (original + views) goes through TRL's tool-image branch.
         tool_images = images
         return (
