@@ -12,12 +12,10 @@ Run: python bench/bench_rewards.py
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _timing import median_ms
 
 from tooliqa.training.rewards import (
     BATEReward,
@@ -27,16 +25,6 @@ from tooliqa.training.rewards import (
     default_rewards,
     fidelity_scores,
 )
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def make_batch(images: int, generations: int, invalid: float, seed: int) -> dict[str, Any]:

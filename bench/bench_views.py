@@ -8,24 +8,12 @@ whole tool call as the graph runs it. Run: python bench/bench_views.py
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
+from _timing import median_ms
 
 from tooliqa.graph.context import DEFAULT_MAX_PIXELS
 from tooliqa.tools import ViewSettings, apply_gamma, encode_image, magnify, run_view_tool
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 def float_gamma(rgb: np.ndarray, gamma: float) -> np.ndarray:
