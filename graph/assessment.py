@@ -61,6 +61,10 @@ class Step(BaseModel):
     elapsed_ms: float = 0.0
     mime: str | None = None
     view: bytes | None = Field(default=None, exclude=True, repr=False)
+    raw: float | None = None
+    """Measurement tools only: the metric's raw value (e.g. NIQE)."""
+    score_1_5: float | None = None
+    """Measurement tools only: the raw value mapped to 1-5 by the fitted logistic."""
 
     def view_data_url(self) -> str | None:
         if self.view is None:

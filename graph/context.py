@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from tooliqa.tools import VIEW_TOOLS, BBoxConvention, ImageLimits, ViewSettings
+from tooliqa.tools import DEFAULT_TOOLS, TOOLS, BBoxConvention, ImageLimits, ViewSettings
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Context"]
 
@@ -22,7 +22,8 @@ class Context:
     Attributes:
         model: any LangChain chat model; required (see :meth:`get_model`).
         max_tool_rounds: tool rounds allowed before the answer is demanded (paper: 2).
-        enabled_tools: names from :data:`tooliqa.tools.VIEW_TOOLS`.
+        enabled_tools: names from :data:`tooliqa.tools.TOOLS`: the paper's views
+            (default) and/or the measurement tools ``niqe``, ``brisque``, ``piqe``.
         bbox_convention: how the model writes magnifier boxes.
         max_pixels: pixel budget of every image sent to the model.
         tool_protocol: ``native`` binds tools (OpenAI ``tools``); ``text`` lists them
@@ -37,7 +38,7 @@ class Context:
 
     model: BaseChatModel | None = None
     max_tool_rounds: int = 2
-    enabled_tools: tuple[str, ...] = ("magnifier", "gamma_corrector")
+    enabled_tools: tuple[str, ...] = DEFAULT_TOOLS
     bbox_convention: BBoxConvention = "rel1000"
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_region_side: int = 28
@@ -55,9 +56,9 @@ class Context:
     def __post_init__(self) -> None:
         if self.max_tool_rounds < 0:
             raise ValueError("max_tool_rounds must be >= 0")
-        unknown = [t for t in self.enabled_tools if t not in VIEW_TOOLS]
+        unknown = [t for t in self.enabled_tools if t not in TOOLS]
         if unknown:
-            raise ValueError(f"unknown tools {unknown}; available: {sorted(VIEW_TOOLS)}")
+            raise ValueError(f"unknown tools {unknown}; available: {sorted(TOOLS)}")
         self.enabled_tools = tuple(self.enabled_tools)
         if self.bbox_convention not in ("rel1000", "pixel", "unit"):
             raise ValueError("bbox_convention must be rel1000, pixel or unit")

@@ -42,6 +42,7 @@ from .prompts import (
     GATE_PROMPT,
     JSON_ANSWER_HINT,
     JSON_RUBRIC_HINT,
+    MEASUREMENT_PROMPT,
     OBSERVATION_PROMPT,
     REPAIR_PROMPT,
     SYSTEM_PROMPT,
@@ -252,8 +253,12 @@ def _tool_messages(
     pending: dict[str, Any], result: ViewResult, follow_up: str, rounds_left: int
 ) -> list[AnyMessage]:
     """Tool result turn(s): a tool message when the call had an id, then a user turn
-    with the view image (vLLM rejects images in tool messages for some models)."""
-    prompt = OBSERVATION_PROMPT if result.ok else FAILURE_PROMPT
+    with the view image (vLLM rejects images in tool messages for some models); a
+    measurement tool's turn has its numbers and no image."""
+    if not result.ok:
+        prompt = FAILURE_PROMPT
+    else:
+        prompt = OBSERVATION_PROMPT if result.view is not None else MEASUREMENT_PROMPT
     text = prompt.format(result=result.message, rounds_left=rounds_left) + "\n\n" + follow_up
     out: list[AnyMessage] = []
     call_id = pending.get("call_id")
@@ -293,6 +298,8 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
         "elapsed_ms": round(result.elapsed_ms, 3),
         "mime": result.mime,
         "view": result.view,
+        "raw": result.extra.get("raw"),
+        "score_1_5": result.extra.get("score_1_5"),
     }
     _emit(runtime, {"type": "tool", "step": step})
     at_limit = rounds >= ctx.max_tool_rounds

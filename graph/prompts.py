@@ -54,6 +54,11 @@ OBSERVATION_PROMPT = """{result}
 This view is supplementary evidence: inspect it closely, then judge the quality of the ORIGINAL image.
 Tool rounds left: {rounds_left}."""
 
+#: After a measurement tool (NIQE, BRISQUE, PIQE): numbers, no view.
+MEASUREMENT_PROMPT = """{result}
+This measurement is supplementary evidence: weigh it against what you see, then judge the quality of the ORIGINAL image.
+Tool rounds left: {rounds_left}."""
+
 #: Shown instead of a view when a tool call could not be carried out.
 FAILURE_PROMPT = """{result}
 The call was not carried out and it used up a tool round. Tool rounds left: {rounds_left}."""

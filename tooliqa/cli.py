@@ -34,7 +34,11 @@ def _assess_parser(sub: Any) -> None:
     p.add_argument(
         "--tools",
         default="magnifier,gamma_corrector",
-        help="comma-separated tools to enable ('' for none)",
+        help=(
+            "comma-separated tools to enable ('' for none): the paper's views magnifier, "
+            "gamma_corrector (default) and the measurements niqe, brisque, piqe "
+            "(raw value and a 1-5 score)"
+        ),
     )
     p.add_argument("--query", help="a question about the image(s) to answer alongside the score")
     p.add_argument("--concurrency", type=int, default=4, help="images assessed at once (default 4)")
@@ -204,12 +208,9 @@ def _record(a: Any, include_views: bool) -> dict[str, Any]:
     data = json.loads(a.to_json(include_views=include_views))
     if not include_views:
         data.pop("transcript", None)
+    keys = ("round", "tool", "args", "ok", "message", "box", "gamma", "view")
     data["steps"] = [
-        {
-            k: v
-            for k, v in s.items()
-            if k in ("round", "tool", "args", "ok", "message", "box", "gamma", "view")
-        }
+        {k: v for k, v in s.items() if k in keys or (k in ("raw", "score_1_5") and v is not None)}
         for s in data["steps"]
     ]
     return data

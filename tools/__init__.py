@@ -1,5 +1,6 @@
 """Ground layer of tooliqa: image I/O with limits, the view tools (magnifier,
-gamma corrector) as pure functions, their registry and LangChain wrappers.
+gamma corrector) and the classic IQA measurement tools (NIQE, BRISQUE, PIQE) as
+pure functions, their registry and LangChain wrappers.
 
 Imports nothing else from tooliqa.
 """
@@ -17,7 +18,11 @@ from .image_io import (
     model_image,
     read_image_bytes,
 )
+from .iqa_tools import IQA_METRICS, MeasureArgs, Measurement, measure, score_1_5
 from .registry import (
+    DEFAULT_TOOLS,
+    MEASURE_TOOLS,
+    TOOLS,
     VIEW_TOOLS,
     GammaArgs,
     MagnifierArgs,
@@ -42,9 +47,13 @@ from .views import (
 )
 
 __all__ = [
+    "DEFAULT_TOOLS",
     "GAMMA_PRESETS",
     "GAMMA_RANGE",
+    "IQA_METRICS",
+    "MEASURE_TOOLS",
     "MIN_REGION_SIDE",
+    "TOOLS",
     "VIEW_TOOLS",
     "BBoxConvention",
     "DecodedImage",
@@ -52,6 +61,8 @@ __all__ = [
     "ImageError",
     "ImageLimits",
     "MagnifierArgs",
+    "MeasureArgs",
+    "Measurement",
     "ToolArgumentError",
     "ViewResult",
     "ViewSettings",
@@ -67,9 +78,11 @@ __all__ = [
     "gamma_lut",
     "image_digest",
     "magnify",
+    "measure",
     "model_image",
     "read_image_bytes",
     "resolve_gamma",
     "run_view_tool",
+    "score_1_5",
     "tool_specs",
 ]

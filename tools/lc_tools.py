@@ -1,8 +1,9 @@
-"""LangChain tool wrappers around the view tools, for use in any LangChain agent.
+"""LangChain tool wrappers around the registered tools, for use in any LangChain agent.
 
 Each tool is bound to one image (the original): the model supplies only the
-view arguments. The tool returns ``(content, artifact)``: a text + image
-content list and the :class:`~tooliqa.tools.registry.ViewResult`.
+tool arguments. The tool returns ``(content, artifact)``: a content list (text,
+plus the image for a view tool) and the :class:`~tooliqa.tools.registry.ViewResult`
+(for NIQE, BRISQUE and PIQE: ``view=None`` and ``extra`` = metric, raw, score_1_5).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 from langchain_core.tools import BaseTool, StructuredTool
 
 from .image_io import DecodedImage, ImageLimits, decode_image_cached
-from .registry import VIEW_TOOLS, ViewResult, ViewSettings, run_view_tool
+from .registry import DEFAULT_TOOLS, MEASURE_TOOLS, TOOLS, ViewResult, ViewSettings, run_view_tool
 
-__all__ = ["make_view_tools", "view_content"]
+__all__ = ["make_iqa_tools", "make_view_tools", "view_content"]
 
 
 def view_content(result: ViewResult) -> list[dict[str, Any]]:
@@ -40,17 +41,20 @@ def make_view_tools(
     enabled: Iterable[str] | None = None,
     limits: ImageLimits | None = None,
 ) -> list[BaseTool]:
-    """LangChain tools (magnifier, gamma corrector) operating on ``image``.
+    """LangChain tools operating on ``image``: by default the paper's views (magnifier,
+    gamma corrector); ``enabled`` may name any registered tool (``niqe``, ...).
 
     A bad call returns a failure message as content (``ok=False`` in the
     artifact) rather than raising, as in the Tool-IQA protocol.
     """
     decoded = image if isinstance(image, DecodedImage) else decode_image_cached(image, limits)
     settings = settings or ViewSettings()
-    names = list(VIEW_TOOLS if enabled is None else enabled)
+    names = list(DEFAULT_TOOLS if enabled is None else enabled)
     tools: list[BaseTool] = []
     for name in names:
-        spec = VIEW_TOOLS[name]
+        spec = TOOLS[name]
+        describe = spec.describe
+        description = describe(settings.convention) if describe else spec.description
 
         def _call(_name: str = name, **kwargs: Any) -> tuple[list[dict[str, Any]], ViewResult]:
             result = run_view_tool(_name, kwargs, decoded, settings, enabled=names)
@@ -60,10 +64,26 @@ def make_view_tools(
             StructuredTool.from_function(
                 func=_call,
                 name=spec.name,
-                description=spec.description,
+                description=description,
                 args_schema=spec.args_model,
                 response_format="content_and_artifact",
                 handle_validation_error=True,
             )
         )
     return tools
+
+
+def make_iqa_tools(
+    image: bytes | DecodedImage,
+    settings: ViewSettings | None = None,
+    *,
+    enabled: Iterable[str] | None = None,
+    limits: ImageLimits | None = None,
+) -> list[BaseTool]:
+    """LangChain measurement tools (NIQE, BRISQUE, PIQE by default) operating on ``image``.
+
+    Each returns a text message with the raw value and the 1–5 score; the artifact's
+    ``extra`` holds ``metric``, ``raw`` and ``score_1_5``.
+    """
+    names = list(MEASURE_TOOLS if enabled is None else enabled)
+    return make_view_tools(image, settings, enabled=names, limits=limits)

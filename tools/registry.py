@@ -1,8 +1,12 @@
-"""The view-tool registry: argument schemas, function specs for the model, and a
+"""The tool registry: argument schemas, function specs for the model, and a
 runner that never raises on a bad call.
 
-Adding a view tool is one entry in :data:`VIEW_TOOLS`: a name, a pydantic
-argument model, a description and a function ``(image, args, settings) -> view``.
+Two kinds of tools share one runner. View tools (:data:`VIEW_TOOLS`: the paper's
+magnifier and gamma corrector, the default) return an image; measurement tools
+(:data:`MEASURE_TOOLS`: NIQE, BRISQUE, PIQE, see :mod:`.iqa_tools`) return numbers
+only, so their :class:`ViewResult` has ``view=None`` and the values in ``extra``.
+Adding a tool is one entry: a name, a pydantic argument model, a description and a
+function ``(image, args, settings) -> (view or None, info)``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .image_io import DecodedImage, encode_image
+from .iqa_tools import IQA_METRICS, MeasureArgs, measure
 from .views import (
     GAMMA_RANGE,
     MIN_REGION_SIDE,
@@ -28,6 +33,9 @@ from .views import (
 )
 
 __all__ = [
+    "DEFAULT_TOOLS",
+    "MEASURE_TOOLS",
+    "TOOLS",
     "VIEW_TOOLS",
     "GammaArgs",
     "MagnifierArgs",
@@ -94,9 +102,10 @@ class ViewResult:
     gamma: float | None = None
     elapsed_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    """Structured data of measurement tools: ``metric``, ``raw``, ``score_1_5``."""
 
 
-ViewFn = Callable[[np.ndarray, BaseModel, ViewSettings], tuple[np.ndarray, dict[str, Any]]]
+ViewFn = Callable[[np.ndarray, BaseModel, ViewSettings], tuple[np.ndarray | None, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,8 @@ class ViewTool:
     args_model: type[BaseModel]
     run: ViewFn
     aliases: tuple[str, ...] = ()
+    describe: Callable[[str], str] | None = None
+    """Description for a box convention, where it depends on one."""
 
 
 def _run_magnifier(
@@ -172,14 +183,61 @@ VIEW_TOOLS: dict[str, ViewTool] = {
     ),
 }
 
+
+def _run_measure(metric: str) -> ViewFn:
+    def run(
+        rgb: np.ndarray, args: BaseModel, settings: ViewSettings
+    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+        assert isinstance(args, MeasureArgs)
+        m = measure(rgb, metric, args.bbox, settings.convention, min_side=settings.min_side)
+        return None, {"box": list(m.box), "message": m.message, "extra": m.data()}
+
+    return run
+
+
+def _measure_description(metric: str) -> Callable[[str], str]:
+    m = IQA_METRICS[metric]
+
+    def describe(convention: str) -> str:
+        return (
+            f"{m.summary}. Measures the ORIGINAL image and returns the raw value and a "
+            "1-5 quality score (5-parameter logistic fitted to AGIQA-3K), no image. "
+            f"Optional bbox [x1, y1, x2, y2] in {_BOX_HELP[convention]} measures only that "
+            f"region (at least {max(m.min_side, MIN_REGION_SIDE)} px per side); "
+            "omit it for the whole image."
+        )
+
+    return describe
+
+
+MEASURE_TOOLS: dict[str, ViewTool] = {
+    name: ViewTool(
+        name=name,
+        title=m.title,
+        description=_measure_description(name)("rel1000"),
+        args_model=MeasureArgs,
+        run=_run_measure(name),
+        aliases=(f"{name}_tool", f"{name}_score", f"compute_{name}"),
+        describe=_measure_description(name),
+    )
+    for name, m in IQA_METRICS.items()
+}
+
+#: Every registered tool, views first.
+TOOLS: dict[str, ViewTool] = {**VIEW_TOOLS, **MEASURE_TOOLS}
+#: The tools enabled when none are named: the paper's two views.
+DEFAULT_TOOLS: tuple[str, ...] = tuple(VIEW_TOOLS)
+
 _ARG_ALIASES = {"bbox_2d": "bbox", "box": "bbox", "region": "bbox", "bounding_box": "bbox"}
 
 
 def canonical_tool_name(name: str, enabled: Iterable[str] | None = None) -> str | None:
-    """The registered name for ``name`` or one of its aliases (case-insensitive), else None."""
+    """The registered name for ``name`` or one of its aliases (case-insensitive), else None.
+
+    ``enabled``: the names to accept (default :data:`DEFAULT_TOOLS`)."""
     key = (name or "").strip().lower().replace("-", "_").replace(" ", "_")
-    allowed = set(VIEW_TOOLS if enabled is None else enabled)
-    for tool in VIEW_TOOLS.values():
+    allowed = set(DEFAULT_TOOLS if enabled is None else enabled)
+    for tool in TOOLS.values():
         if tool.name in allowed and (key == tool.name or key in tool.aliases):
             return tool.name
     return None
@@ -214,11 +272,12 @@ def run_view_tool(
     *,
     enabled: Iterable[str] | None = None,
 ) -> ViewResult:
-    """Run a view tool on the original image. Never raises for a bad call:
+    """Run a tool on the original image. Never raises for a bad call:
     an unknown tool or invalid arguments give ``ok=False`` and a message the
-    model can act on."""
+    model can act on. A measurement tool's result has no view (``view=None``)
+    and its values in ``extra``. ``enabled`` defaults to :data:`DEFAULT_TOOLS`."""
     settings = settings or ViewSettings()
-    allowed = list(VIEW_TOOLS if enabled is None else enabled)
+    allowed = list(DEFAULT_TOOLS if enabled is None else enabled)
     t0 = time.perf_counter()
     raw_args = dict(args) if isinstance(args, Mapping) else {"_raw": args}
     canonical = canonical_tool_name(name, allowed)
@@ -234,7 +293,7 @@ def run_view_tool(
 
     if canonical is None:
         return fail(_suggest(str(name), allowed))
-    tool = VIEW_TOOLS[canonical]
+    tool = TOOLS[canonical]
     try:
         parsed = tool.args_model.model_validate(_normalise_args(args))
     except ToolArgumentError as exc:
@@ -246,10 +305,13 @@ def run_view_tool(
         view, info = tool.run(rgb, parsed, settings)
     except ToolArgumentError as exc:
         return fail(str(exc))
-    encoded = encode_image(view, max_pixels=settings.max_pixels, fmt=settings.view_format)
-    mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[
-        settings.view_format.upper()
-    ]
+    encoded: bytes | None = None
+    mime: str | None = None
+    if view is not None:
+        encoded = encode_image(view, max_pixels=settings.max_pixels, fmt=settings.view_format)
+        mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[
+            settings.view_format.upper()
+        ]
     return ViewResult(
         tool=canonical,
         args=parsed.model_dump(exclude_none=True),
@@ -260,19 +322,49 @@ def run_view_tool(
         box=info.get("box"),
         gamma=info.get("gamma"),
         elapsed_ms=(time.perf_counter() - t0) * 1000.0,
+        extra=info.get("extra", {}),
     )
 
 
+def _box_item(convention: str) -> dict[str, Any]:
+    hi = {"rel1000": 1000, "unit": 1}.get(convention)
+    item: dict[str, Any] = {"type": "number"}
+    if hi is not None:
+        item.update(minimum=0, maximum=hi)
+    return item
+
+
+def _measure_parameters(convention: str, strict: bool) -> dict[str, Any]:
+    """An optional region. Strict schemas list every property as required, so there
+    the region is nullable instead (null: the whole image)."""
+    bbox: dict[str, Any] = {
+        "type": ["array", "null"] if strict else "array",
+        "items": _box_item(convention),
+        "minItems": 4,
+        "maxItems": 4,
+        "description": (
+            f"Optional region [x1, y1, x2, y2] in {_BOX_HELP[convention]}; "
+            f"{'null' if strict else 'omit it'} to measure the whole image."
+        ),
+    }
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"bbox": bbox},
+        "required": ["bbox"] if strict else [],
+    }
+    if strict:
+        schema["additionalProperties"] = False
+    return schema
+
+
 def _parameters(tool: ViewTool, convention: str, strict: bool) -> dict[str, Any]:
+    if tool.args_model is MeasureArgs:
+        return _measure_parameters(convention, strict)
     if tool.name == "magnifier":
-        hi = {"rel1000": 1000, "unit": 1}.get(convention)
-        item: dict[str, Any] = {"type": "number"}
-        if hi is not None:
-            item.update(minimum=0, maximum=hi)
         props: dict[str, Any] = {
             "bbox": {
                 "type": "array",
-                "items": item,
+                "items": _box_item(convention),
                 "minItems": 4,
                 "maxItems": 4,
                 "description": f"[x1, y1, x2, y2] in {_BOX_HELP[convention]}.",
@@ -324,14 +416,19 @@ def tool_specs(
     *,
     strict: bool = False,
 ) -> list[dict[str, Any]]:
-    """OpenAI-style function specs (what vLLM's chat template renders in Qwen3's tool format)."""
-    names = list(VIEW_TOOLS if enabled is None else enabled)
+    """OpenAI-style function specs (what vLLM's chat template renders in Qwen3's tool format).
+
+    ``enabled`` defaults to :data:`DEFAULT_TOOLS`; measurement tools appear only when named."""
+    names = list(DEFAULT_TOOLS if enabled is None else enabled)
     specs = []
     for name in names:
-        tool = VIEW_TOOLS[name]
-        description = (
-            _magnifier_description(convention) if name == "magnifier" else tool.description
-        )
+        tool = TOOLS[name]
+        if name == "magnifier":
+            description = _magnifier_description(convention)
+        elif tool.describe is not None:
+            description = tool.describe(convention)
+        else:
+            description = tool.description
         fn: dict[str, Any] = {
             "name": name,
             "description": description,

@@ -1,0 +1,226 @@
+"""Classic no-reference IQA metrics as measurement tools: NIQE, BRISQUE, PIQE.
+
+A measurement tool returns numbers, not a view: the metric's raw value on the whole
+ORIGINAL image (or on a region given as ``bbox``, in the magnifier's conventions) and
+a 1–5 quality score from the five-parameter logistic of AgenticIQA's tool
+normalisation::
+
+    score = clip(b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5, 1, 5)
+
+with ``b1..b5`` fitted per metric on the AGIQA-3K ``dev`` split
+(``data/classic_iqa_logistic.json``, written by
+``scripts/fit_classic_iqa_logistic.py``, which records the fit quality and its
+provenance). All three metrics are lower-is-better, so each curve decreases.
+
+Where a metric is undefined (NIQE on a region under 96 x 96 pixels or without a
+textured 96 x 96 patch, e.g. an all-black image) :func:`measure` raises
+:class:`~tooliqa.tools.views.ToolArgumentError`; the registry turns that into a
+failure message for the model, never a made-up score.
+
+>>> 1.0 <= score_1_5("niqe", 3.0) <= 5.0 and score_1_5("niqe", 3.0) > score_1_5("niqe", 9.0)
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .brisque import MIN_SIDE as BRISQUE_MIN_SIDE
+from .brisque import brisque
+from .niqe import NIQE_MIN_SIDE, niqe
+from .piqe import piqe
+from .views import BBoxConvention, ToolArgumentError, bbox_to_pixels, crop
+
+__all__ = [
+    "IQA_METRICS",
+    "LOGISTIC_FILE",
+    "IqaMetric",
+    "Logistic",
+    "MeasureArgs",
+    "Measurement",
+    "load_logistic",
+    "logistic_5pl",
+    "measure",
+    "score_1_5",
+]
+
+LOGISTIC_FILE = Path(__file__).resolve().parent / "data" / "classic_iqa_logistic.json"
+_SOURCE = "a 5-parameter logistic fitted to AGIQA-3K dev"
+
+
+@dataclass(frozen=True)
+class IqaMetric:
+    """One classic metric: how to compute it and how to describe it to the model."""
+
+    name: str
+    title: str
+    fn: Callable[[np.ndarray], float]
+    min_side: int
+    summary: str
+
+
+IQA_METRICS: dict[str, IqaMetric] = {
+    "niqe": IqaMetric(
+        "niqe",
+        "NIQE",
+        niqe,
+        NIQE_MIN_SIDE,
+        "NIQE (Natural Image Quality Evaluator): distance of the image's natural-scene "
+        "statistics from those of pristine photographs; lower is better, about 2-4 for "
+        "pristine photographs",
+    ),
+    "brisque": IqaMetric(
+        "brisque",
+        "BRISQUE",
+        brisque,  # default variant "live", the one the logistic is fitted for
+        BRISQUE_MIN_SIDE,
+        "BRISQUE (Blind/Referenceless Image Spatial Quality Evaluator): an SVR on "
+        "natural-scene statistics trained on LIVE distortions (blur, noise, JPEG); lower "
+        "is better, about 0-100",
+    ),
+    "piqe": IqaMetric(
+        "piqe",
+        "PIQE",
+        piqe,
+        16,
+        "PIQE (Perception based Image Quality Evaluator): share of 16x16 blocks with "
+        "blocking artifacts or noise; lower is better, 0-100",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """A metric's fitted mapping (see ``data/classic_iqa_logistic.json``)."""
+
+    metric: str
+    beta: tuple[float, float, float, float, float]
+    direction: str
+
+    def __call__(self, raw: float) -> float:
+        return score_from_beta(raw, self.beta)
+
+
+def logistic_5pl(x: float, b1: float, b2: float, b3: float, b4: float, b5: float) -> float:
+    """``b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5`` (overflow-safe)."""
+    t = b2 * (x - b3)
+    sig = 1.0 / (1.0 + math.exp(-t)) if t >= 0 else math.exp(t) / (1.0 + math.exp(t))
+    return b1 * (sig - 0.5) + b4 * x + b5
+
+
+def score_from_beta(raw: float, beta: tuple[float, ...]) -> float:
+    """The 5PL of ``raw`` clipped to [1, 5]."""
+    b1, b2, b3, b4, b5 = beta
+    return min(5.0, max(1.0, logistic_5pl(raw, b1, b2, b3, b4, b5)))
+
+
+@functools.cache
+def load_logistic(path: str | None = None) -> dict[str, Logistic]:
+    """The fitted logistics, by metric name (cached)."""
+    doc = json.loads(Path(path or LOGISTIC_FILE).read_text(encoding="utf-8"))
+    out = {}
+    for name, entry in doc["metrics"].items():
+        b = tuple(float(v) for v in entry["beta"])
+        if len(b) != 5:
+            raise ValueError(f"{name}: expected 5 logistic parameters, got {len(b)}")
+        out[name] = Logistic(name, (b[0], b[1], b[2], b[3], b[4]), str(entry["direction"]))
+    return out
+
+
+def score_1_5(metric: str, raw: float) -> float:
+    """1–5 quality score of a raw ``metric`` value (the fitted 5PL, clipped)."""
+    return load_logistic()[metric](raw)
+
+
+class MeasureArgs(BaseModel):
+    """Arguments of a measurement tool: an optional region (whole image by default)."""
+
+    model_config = ConfigDict(extra="ignore")
+    bbox: list[float] | None = Field(
+        default=None,
+        description="Region to measure as [x1, y1, x2, y2]; omit for the whole image.",
+        min_length=4,
+        max_length=4,
+    )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A metric measured on the image or a region of it."""
+
+    metric: str
+    raw: float
+    score_1_5: float
+    box: tuple[int, int, int, int]
+    width: int
+    height: int
+
+    @property
+    def message(self) -> str:
+        m = IQA_METRICS[self.metric]
+        x1, y1, x2, y2 = self.box
+        if self.box == (0, 0, self.width, self.height):
+            where = f"whole {self.width}x{self.height} image"
+        else:
+            where = (
+                f"region x {x1}-{x2}, y {y1}-{y2} (pixels of the {self.width}x{self.height} image)"
+            )
+        return (
+            f"{m.title} {self.raw:.2f} (lower is better) → {self.score_1_5:.2f} / 5 on "
+            f"{_SOURCE}; measured on the {where}."
+        )
+
+    def data(self) -> dict[str, Any]:
+        return {"metric": self.metric, "raw": self.raw, "score_1_5": self.score_1_5}
+
+
+def measure(
+    rgb: np.ndarray,
+    metric: str,
+    bbox: object = None,
+    convention: BBoxConvention = "rel1000",
+    *,
+    min_side: int = 28,
+) -> Measurement:
+    """Measure ``metric`` on ``rgb`` (or on the ``bbox`` region of it).
+
+    Raises :class:`ToolArgumentError` with a message for the model when the region is
+    invalid or too small for the metric, or the metric is undefined on it.
+    """
+    m = IQA_METRICS[metric]
+    height, width = rgb.shape[:2]
+    if bbox is None:
+        box = (0, 0, width, height)
+    else:
+        need = max(min_side, m.min_side)
+        try:
+            box = bbox_to_pixels(bbox, width, height, convention, min_side=need)
+        except ToolArgumentError as exc:
+            raise ToolArgumentError(
+                f"{m.title} needs a region of at least {need}x{need} px: {exc}"
+            ) from None
+    region = rgb if bbox is None else crop(rgb, box)
+    rh, rw = region.shape[:2]
+    if rh < m.min_side or rw < m.min_side:
+        raise ToolArgumentError(
+            f"{m.title} needs at least {m.min_side}x{m.min_side} pixels, "
+            f"the {'image' if bbox is None else 'region'} is {rw}x{rh}"
+        )
+    try:
+        raw = float(m.fn(region))
+    except ValueError as exc:
+        raise ToolArgumentError(str(exc)) from None
+    if not math.isfinite(raw):
+        raise ToolArgumentError(
+            f"{m.title} is undefined on this {'image' if bbox is None else 'region'}"
+        )
+    return Measurement(metric, raw, score_1_5(metric, raw), box, width, height)
