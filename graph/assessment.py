@@ -102,6 +102,9 @@ class Assessment(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
     error: str | None = None
+    uncertainty: dict[str, Any] | None = None
+    """Score distribution (mean, std, interval, level, source, n, note) when asked for
+    with ``Context.score_logprobs`` or ``samples=N``; see :mod:`tooliqa.graph.uncertainty`."""
     transcript: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
@@ -161,5 +164,6 @@ class Assessment(BaseModel):
             timings={k: round(float(v), 6) for k, v in (state.get("timings") or {}).items()},
             errors=errors,
             error=error,
+            uncertainty=state.get("uncertainty"),
             transcript=transcript(state.get("messages") or []),
         )

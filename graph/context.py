@@ -34,6 +34,9 @@ class Context:
         prompt_style: ``paper`` (Appendix A verbatim) or ``extended`` (adds a colour line).
         answer_retries: repair prompts allowed when a final answer has no valid score.
         sampling: extra model call settings (temperature, top_p, max_tokens, seed, ...).
+        score_logprobs: ask the final-answer call for ``logprobs`` (top 5) and report
+            the expected score and its spread in ``Assessment.uncertainty``
+            (see :mod:`tooliqa.graph.uncertainty`).
     """
 
     model: BaseChatModel | None = None
@@ -52,6 +55,7 @@ class Context:
     prompt_style: Literal["paper", "extended"] = "paper"
     answer_retries: int = 1
     sampling: dict[str, Any] = field(default_factory=dict)
+    score_logprobs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tool_rounds < 0:

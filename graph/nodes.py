@@ -52,6 +52,7 @@ from .prompts import (
     tools_system_prompt,
 )
 from .state import State
+from .uncertainty import Unavailable, from_logprobs, logprob_content
 
 __all__ = ["backend_name", "decide", "finalize", "observe", "quantify", "tool"]
 
@@ -68,6 +69,9 @@ def _model_label(model: BaseChatModel) -> str | None:
             return value
     return None
 
+
+#: Alternatives per token asked for when ``Context.score_logprobs`` is on.
+TOP_LOGPROBS = 5
 
 #: Image work below these sizes runs inline on the event loop: a thread hand-off
 #: costs more than the work when a busy local model server holds the CPU.
@@ -94,8 +98,10 @@ async def _call_model(
     *,
     tools: list[dict[str, Any]] | None = None,
     schema: tuple[str, dict[str, Any]] | None = None,
+    logprobs: bool = False,
 ) -> tuple[AIMessage, dict[str, int], float]:
-    """One model call with the run's tools/format/sampling bound. Returns (reply, usage, seconds)."""
+    """One model call with the run's tools/format/sampling bound (and, with ``logprobs``,
+    OpenAI ``logprobs``/``top_logprobs``). Returns (reply, usage, seconds)."""
     model = ctx.get_model()
     runnable: Any = model
     if tools:
@@ -112,6 +118,8 @@ async def _call_model(
             "type": "json_schema",
             "json_schema": {"name": name, "schema": json_schema, "strict": True},
         }
+    if logprobs:
+        bind.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
     if bind:
         runnable = runnable.bind(**bind)
     t0 = time.perf_counter()
@@ -189,14 +197,26 @@ async def observe(
     return Command(update=update, goto="decide" if ctx.tools_available else "quantify")
 
 
-def _answer_update(action: AnswerAction) -> dict[str, Any]:
+def _answer_update(
+    action: AnswerAction, reply: AIMessage, ctx: Context, *, asked: bool
+) -> dict[str, Any]:
+    """State update for an answer; with ``score_logprobs`` also the score distribution
+    from the reply's token logprobs (``asked``: this call requested them)."""
     notes = ["score read leniently (no <answer> tag)"] if action.lenient else []
-    return {
+    update: dict[str, Any] = {
         "score": action.score,
         "rationale": action.rationale,
         "answer": action.answer_text,
         "errors": notes,
     }
+    if ctx.score_logprobs:
+        content = logprob_content(reply.response_metadata)
+        if content is None and not asked:
+            reason = "the answer came from the gate turn, which is not asked for logprobs"
+            update["uncertainty"] = Unavailable(reason).as_dict()
+        else:
+            update["uncertainty"] = from_logprobs(content, action.score).as_dict()
+    return update
 
 
 async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["tool", "quantify"]]:
@@ -214,7 +234,7 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
         }
         goto: Literal["tool", "quantify"] = "tool"
     elif isinstance(action, AnswerAction):
-        update.update(_answer_update(action))
+        update.update(_answer_update(action, reply, ctx, asked=False))
         update["pending"] = None
         goto = "quantify"
     else:
@@ -335,7 +355,9 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
             repair = HumanMessage(content=REPAIR_PROMPT.format(reason=reason))
             messages.append(repair)
             new.append(repair)
-        reply, usage, model_s = await _call_model(ctx, messages, schema=schema)
+        reply, usage, model_s = await _call_model(
+            ctx, messages, schema=schema, logprobs=ctx.score_logprobs
+        )
         for key, value in usage.items():
             update["usage"][key] = update["usage"].get(key, 0) + value
         update["timings"]["model_s"] = update["timings"].get("model_s", 0.0) + model_s
@@ -343,7 +365,7 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
         new.append(reply)
         parsed = parse_answer(message_text(reply))
         if isinstance(parsed, AnswerAction):
-            answered = _answer_update(parsed)
+            answered = _answer_update(parsed, reply, ctx, asked=True)
             update["errors"] += answered.pop("errors")
             update.update(answered)
             return update, new

@@ -47,6 +47,7 @@ class State(InputState, total=False):
     score: float | None
     rationale: str
     answer: str
+    uncertainty: dict[str, Any] | None
     forced_answer: bool
     usage: Annotated[dict[str, int], merge_counts]
     timings: Annotated[dict[str, float], merge_counts]

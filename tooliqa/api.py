@@ -23,8 +23,9 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
-from tooliqa.graph import Assessment, Context, compile_graph
+from tooliqa.graph import Assessment, Context, Usage, compile_graph
 from tooliqa.graph.nodes import backend_name
+from tooliqa.graph.uncertainty import from_samples
 from tooliqa.tools import ImageError, ImageLimits, decode_image_cached, read_image_bytes
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "aassess",
     "assess",
     "assess_many",
+    "combine_samples",
     "graph",
     "load_image_input",
     "make_context",
@@ -133,17 +135,73 @@ async def aassess(
     max_rounds: int = 2,
     name: str | None = None,
     config: RunnableConfig | None = None,
+    samples: int = 1,
 ) -> Assessment:
     """Assess one image. Raises :class:`~tooliqa.tools.ImageError` for an unusable
     image and :class:`~tooliqa.backends.openai_compat.BackendError` when the model
-    server fails."""
+    server fails.
+
+    ``samples=N`` (N > 1) runs N trajectories concurrently (sample with a
+    temperature above 0, e.g. ``ServerConfig(temperature=0.7)``): see
+    :func:`combine_samples` for the one Assessment that comes back.
+    """
+    if samples < 1:
+        raise ValueError("samples must be >= 1")
     ctx = context or make_context(
         model=model, server=server, model_name=model_name, max_rounds=max_rounds
     )
     data, default_name = load_image_input(image, ctx.image_limits)
     await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)  # fail early, clearly
-    t0 = time.perf_counter()
     inputs = {"image": data, "image_name": name or default_name, "query": query}
+    if samples == 1:
+        return await _run_once(inputs, ctx, config)
+    t0 = time.perf_counter()
+    runs = await asyncio.gather(*(_run_once(inputs, ctx, config) for _ in range(samples)))
+    result = combine_samples(list(runs))
+    result.timings["total_s"] = round(time.perf_counter() - t0, 6)
+    return result
+
+
+def combine_samples(runs: list[Assessment]) -> Assessment:
+    """One Assessment from N sampled trajectories of the same image.
+
+    The score is the mean of the scores that were produced; ``uncertainty`` holds
+    their sample std, a 90% t prediction interval and the per-sample scores (see
+    :func:`tooliqa.graph.uncertainty.from_samples`). Rubric, steps, rationale,
+    answer and transcript are those of the first trajectory (in launch order) that
+    produced a score; usage and model timings are summed over all N. A per-sample
+    logprob distribution, if any, is kept under ``uncertainty["per_sample"]``.
+    When no trajectory produced a score the first one is returned as it is.
+    """
+    scored = [a for a in runs if a.score is not None]
+    if not scored:
+        return runs[0]
+    dist = from_samples(
+        [float(a.score) for a in scored if a.score is not None], attempted=len(runs)
+    )
+    result = scored[0].model_copy(deep=True)
+    result.score = round(dist.mean, 4)
+    result.uncertainty = dist.as_dict()
+    per_sample = [a.uncertainty for a in runs if a.uncertainty is not None]
+    if per_sample:
+        result.uncertainty["per_sample"] = per_sample
+    for field_name in Usage.model_fields:
+        setattr(result.usage, field_name, sum(getattr(a.usage, field_name) for a in runs))
+    timings: dict[str, float] = {}
+    for a in runs:
+        for key, value in a.timings.items():
+            timings[key] = round(timings.get(key, 0.0) + value, 6)
+    result.timings = timings
+    failed = [a.error for a in runs if a.score is None and a.error]
+    result.errors = [*result.errors, *(f"sample failed: {e}" for e in failed)]
+    return result
+
+
+async def _run_once(
+    inputs: dict[str, Any], ctx: Context, config: RunnableConfig | None
+) -> Assessment:
+    """One trajectory through the graph, as an Assessment with its views attached."""
+    t0 = time.perf_counter()
     try:
         state = await graph.ainvoke(inputs, config=config, context=ctx)
     except Exception as exc:
@@ -173,9 +231,11 @@ async def assess_many(
     context: Context | None = None,
     concurrency: int = 4,
     query: str | None = None,
+    samples: int = 1,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[int, Assessment]]:
-    """Assess many images concurrently, yielding ``(index, Assessment)`` as each finishes.
+    """Assess many images concurrently, yielding ``(index, Assessment)`` as each finishes
+    (``samples``: trajectories per image, see :func:`aassess`).
 
     One bad image never stops the others: its Assessment carries ``error``.
     """
@@ -187,7 +247,7 @@ async def assess_many(
         async with sem:
             shown = str(item) if isinstance(item, str | os.PathLike) else None
             try:
-                return i, await aassess(item, context=ctx, query=query)
+                return i, await aassess(item, context=ctx, query=query, samples=samples)
             except (ImageError, TypeError) as exc:
                 return i, Assessment.failure(str(exc), image=shown, backend=label)
             except Exception as exc:

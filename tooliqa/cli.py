@@ -43,7 +43,25 @@ def _assess_parser(sub: Any) -> None:
     p.add_argument("--query", help="a question about the image(s) to answer alongside the score")
     p.add_argument("--concurrency", type=int, default=4, help="images assessed at once (default 4)")
     p.add_argument("--max-pixels", type=int, help="pixel budget of each image sent to the model")
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature (default 0, or 0.7 with --samples above 1)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="trajectories per image; above 1 the score is their mean and the output "
+        "shows score ± std [90%% interval] (default 1)",
+    )
+    p.add_argument(
+        "--score-logprobs",
+        action="store_true",
+        help="ask the server for the answer's token logprobs and report the expected "
+        "score ± std [90%% interval]",
+    )
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
     p.add_argument("--retries", type=int, default=2, help="retries per model request")
@@ -221,7 +239,16 @@ def _human(a: Any) -> str:
         return f"{a.image}: FAILED ({a.error})"
     tools = ", ".join(f"{s.tool}{'' if s.ok else ' (failed)'}" for s in a.steps) or "no tools"
     levels = ", ".join(f"{k}={v}" for k, v in a.rubric.items())
-    return f"{a.image}: {a.score:.2f}  [{a.backend}; {tools}]  {levels}"
+    return f"{a.image}: {_score_text(a)}  [{a.backend}; {tools}]  {levels}"
+
+
+def _score_text(a: Any) -> str:
+    """``3.20``, or ``3.20 ± 0.15 [2.95, 3.45]`` when a distribution is known."""
+    u = a.uncertainty or {}
+    if u.get("std") is None or not u.get("interval"):
+        return f"{a.score:.2f}"
+    lo, hi = u["interval"]
+    return f"{a.score:.2f} ± {u['std']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 async def _run_assess(args: argparse.Namespace) -> int:
@@ -229,9 +256,16 @@ async def _run_assess(args: argparse.Namespace) -> int:
     from tooliqa.backends.openai_compat import BackendError
 
     tools = tuple(t for t in (args.tools or "").split(",") if t.strip())
+    if args.samples < 1:
+        print("error: --samples must be at least 1", file=sys.stderr)
+        return 2
+    temperature = args.temperature
+    if temperature is None:
+        temperature = 0.7 if args.samples > 1 else 0.0
     settings: dict[str, Any] = {
         "enabled_tools": tools,
         "tool_protocol": "text" if args.text_tools else "native",
+        "score_logprobs": args.score_logprobs,
     }
     if args.max_pixels:
         settings["max_pixels"] = args.max_pixels
@@ -240,7 +274,7 @@ async def _run_assess(args: argparse.Namespace) -> int:
         from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
 
         cfg = ServerConfig(
-            args.server, args.model, temperature=args.temperature, max_tokens=args.max_tokens,
+            args.server, args.model, temperature=temperature, max_tokens=args.max_tokens,
             timeout=args.timeout, max_retries=args.retries,
         )  # fmt: skip
         try:
@@ -262,7 +296,7 @@ async def _run_assess(args: argparse.Namespace) -> int:
     failed = 0
     results: dict[int, Any] = {}
     async for i, a in assess_many(
-        files, context=ctx, concurrency=args.concurrency, query=args.query
+        files, context=ctx, concurrency=args.concurrency, query=args.query, samples=args.samples
     ):
         a.image = a.image or str(files[i])
         results[i] = a

@@ -152,3 +152,31 @@ def test_replies_cut_at_max_tokens_end_in_a_defined_outcome(vllm_server):
     assert a.score is None and a.error == "no valid score after the repair prompt(s)"
     assert "rubric note could not be parsed" in a.errors
     assert a.usage.model_calls >= 3
+
+
+def test_score_logprobs_from_a_real_server(vllm_server):
+    """``score_logprobs``: the answer call asks for logprobs, vLLM returns them, and the
+    Assessment carries the expected score or the reason there is none."""
+    with RecordingProxy(vllm_server.url) as proxy:
+        ctx = constrained(proxy.base_url, vllm_server.model, "gamma_corrector", score_logprobs=True)
+        out = asyncio.run(graph.ainvoke({"image": png(scene())}, context=ctx))
+        bodies = proxy.bodies()
+    a = Assessment.model_validate(out["assessment"])
+    assert a.score is not None
+
+    # Only the answer call asked for logprobs; the server answered with per-token entries.
+    assert [("logprobs" in b) for b in bodies] == [False, False, True]
+    assert bodies[-1]["logprobs"] is True and bodies[-1]["top_logprobs"] == 5
+    content = out["messages"][-1].response_metadata["logprobs"]["content"]
+    assert content and all("top_logprobs" in t for t in content)
+    # The tokens spell the reply (vLLM may add the end-of-turn token).
+    assert "".join(t["token"] for t in content).startswith(out["messages"][-1].content)
+
+    u = a.uncertainty
+    assert u is not None and u["source"] == "logprobs"
+    if u["mean"] is None:
+        assert u["note"], "no distribution must come with a reason"
+    else:
+        lo, hi = u["interval"]
+        assert 1.0 <= lo <= u["mean"] <= hi <= 5.0 and u["std"] >= 0.0 and u["n"] == 1
+    print(f"\nanswer {out['messages'][-1].content!r} -> uncertainty {u}")
