@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .regions import magnifier_regions
+
 __all__ = ["Assessment", "Step", "Usage", "transcript"]
 
 SCHEMA_VERSION = "1"
@@ -105,6 +107,12 @@ class Assessment(BaseModel):
     uncertainty: dict[str, Any] | None = None
     """Score distribution (mean, std, interval, level, source, n, note) when asked for
     with ``Context.score_logprobs`` or ``samples=N``; see :mod:`tooliqa.graph.uncertainty`."""
+    attribute_scores: dict[str, float] = Field(default_factory=dict)
+    """1-5 score per rubric attribute (``sharpness``, ``noise``, ...) when asked for with
+    ``Context.attribute_scores``."""
+    regions: list[dict[str, Any]] = Field(default_factory=list)
+    """Distortion regions: ``{box: [x1, y1, x2, y2] (pixels), label, severity, source}``,
+    ``source`` one of ``magnifier``, ``answer``, ``piqe`` (see :mod:`tooliqa.graph.regions`)."""
     transcript: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
@@ -165,5 +173,10 @@ class Assessment(BaseModel):
             errors=errors,
             error=error,
             uncertainty=state.get("uncertainty"),
+            attribute_scores=dict(state.get("attribute_scores") or {}),
+            regions=[
+                *magnifier_regions(state.get("steps") or [], state.get("replies") or []),
+                *(state.get("answer_regions") or []),
+            ],
             transcript=transcript(state.get("messages") or []),
         )

@@ -9,6 +9,8 @@ from langchain_core.language_models import BaseChatModel
 
 from tooliqa.tools import DEFAULT_TOOLS, TOOLS, BBoxConvention, ImageLimits, ViewSettings
 
+from .prompts import answer_extras
+
 __all__ = ["DEFAULT_MAX_PIXELS", "Context"]
 
 #: Qwen-VL's customary image budget (1280 vision tokens of 28x28 pixels).
@@ -37,6 +39,11 @@ class Context:
         score_logprobs: ask the final-answer call for ``logprobs`` (top 5) and report
             the expected score and its spread in ``Assessment.uncertainty``
             (see :mod:`tooliqa.graph.uncertainty`).
+        attribute_scores: also ask the final answer for a 1-5 score per rubric attribute
+            (``<attributes>``, MG-IQA style); reported in ``Assessment.attribute_scores``.
+        report_regions: also ask the final answer for distorted regions (``<regions>``,
+            iDETEX / Zoom-IQA style); reported in ``Assessment.regions`` next to the
+            magnifier steps' regions (see :mod:`tooliqa.graph.regions`).
     """
 
     model: BaseChatModel | None = None
@@ -56,6 +63,8 @@ class Context:
     answer_retries: int = 1
     sampling: dict[str, Any] = field(default_factory=dict)
     score_logprobs: bool = False
+    attribute_scores: bool = False
+    report_regions: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tool_rounds < 0:
@@ -85,6 +94,15 @@ class Context:
     @property
     def tools_available(self) -> bool:
         return self.max_tool_rounds > 0 and bool(self.enabled_tools)
+
+    def answer_extras(self) -> str:
+        """Text appended to every answer-asking turn ("" when both options are off)."""
+        return answer_extras(
+            attribute_scores=self.attribute_scores,
+            report_regions=self.report_regions,
+            style=self.prompt_style,
+            convention=self.bbox_convention,
+        )
 
     def view_settings(self) -> ViewSettings:
         return ViewSettings(

@@ -34,6 +34,8 @@ from .parsing import (
     message_text,
     parse_action,
     parse_answer,
+    parse_attribute_scores,
+    parse_regions,
     parse_rubric,
 )
 from .prompts import (
@@ -51,6 +53,7 @@ from .prompts import (
     rubric_prompt,
     tools_system_prompt,
 )
+from .regions import answer_regions
 from .state import State
 from .uncertainty import Unavailable, from_logprobs, logprob_content
 
@@ -141,11 +144,18 @@ def _specs(ctx: Context) -> list[dict[str, Any]]:
     return tool_specs(ctx.enabled_tools, ctx.bbox_convention, strict=ctx.strict_tools)
 
 
+def _with_extras(ctx: Context, text: str) -> str:
+    """``text`` plus the attribute-score / region requests the options ask for."""
+    extras = ctx.answer_extras()
+    return text + "\n" + extras if extras else text
+
+
 def _next_turn_text(ctx: Context, rounds_used: int) -> str:
     """The gate while tool rounds remain, else the demand for a final answer."""
     if ctx.tools_available and rounds_used < ctx.max_tool_rounds:
-        return GATE_PROMPT
-    return FINAL_PROMPT + ("\n" + JSON_ANSWER_HINT if ctx.structured_output else "")
+        return _with_extras(ctx, GATE_PROMPT)
+    text = FINAL_PROMPT + ("\n" + JSON_ANSWER_HINT if ctx.structured_output else "")
+    return _with_extras(ctx, text)
 
 
 async def observe(
@@ -197,18 +207,41 @@ async def observe(
     return Command(update=update, goto="decide" if ctx.tools_available else "quantify")
 
 
+def _answer_extras(reply: AIMessage, ctx: Context, state: State) -> dict[str, Any]:
+    """Attribute scores and answer regions (pixels) from a reply, as the options ask."""
+    text = message_text(reply)
+    update: dict[str, Any] = {"errors": []}
+    if ctx.attribute_scores:
+        scores, notes = parse_attribute_scores(text)
+        if not scores:
+            notes = [*notes, "the answer gave no attribute scores"]
+        update["attribute_scores"] = scores
+        update["errors"] += notes
+    if ctx.report_regions:
+        raw, notes = parse_regions(text)
+        info = state.get("image_info") or {}
+        regions, dropped = answer_regions(
+            raw, int(info.get("width", 0)), int(info.get("height", 0)), ctx.bbox_convention
+        )
+        update["answer_regions"] = regions
+        update["errors"] += notes + dropped
+    return update
+
+
 def _answer_update(
-    action: AnswerAction, reply: AIMessage, ctx: Context, *, asked: bool
+    action: AnswerAction, reply: AIMessage, ctx: Context, state: State, *, asked: bool
 ) -> dict[str, Any]:
     """State update for an answer; with ``score_logprobs`` also the score distribution
-    from the reply's token logprobs (``asked``: this call requested them)."""
+    from the reply's token logprobs (``asked``: this call requested them); with
+    ``attribute_scores``/``report_regions`` what the reply gave for them."""
     notes = ["score read leniently (no <answer> tag)"] if action.lenient else []
     update: dict[str, Any] = {
         "score": action.score,
         "rationale": action.rationale,
         "answer": action.answer_text,
-        "errors": notes,
+        **_answer_extras(reply, ctx, state),
     }
+    update["errors"] = notes + update["errors"]
     if ctx.score_logprobs:
         content = logprob_content(reply.response_metadata)
         if content is None and not asked:
@@ -227,6 +260,8 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
     reply, usage, model_s = await _call_model(ctx, state["messages"], tools=tools)
     action = parse_action(reply)
     update: dict[str, Any] = {"messages": [reply], "usage": usage}
+    if state.get("rounds"):
+        update["replies"] = [{"round": state["rounds"], "text": message_text(reply)}]
     if isinstance(action, ToolCallAction | InvalidToolCall):
         update["pending"] = {
             "kind": "tool" if isinstance(action, ToolCallAction) else "invalid",
@@ -234,7 +269,7 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
         }
         goto: Literal["tool", "quantify"] = "tool"
     elif isinstance(action, AnswerAction):
-        update.update(_answer_update(action, reply, ctx, asked=False))
+        update.update(_answer_update(action, reply, ctx, state, asked=False))
         update["pending"] = None
         goto = "quantify"
     else:
@@ -352,7 +387,7 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
                 update["errors"].append("no valid score after the repair prompt(s)")
                 return update, new
             repairs_left -= 1
-            repair = HumanMessage(content=REPAIR_PROMPT.format(reason=reason))
+            repair = HumanMessage(content=_with_extras(ctx, REPAIR_PROMPT.format(reason=reason)))
             messages.append(repair)
             new.append(repair)
         reply, usage, model_s = await _call_model(
@@ -363,9 +398,13 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
         update["timings"]["model_s"] = update["timings"].get("model_s", 0.0) + model_s
         messages.append(reply)
         new.append(reply)
+        if state.get("rounds"):
+            update.setdefault("replies", []).append(
+                {"round": state["rounds"], "text": message_text(reply)}
+            )
         parsed = parse_answer(message_text(reply))
         if isinstance(parsed, AnswerAction):
-            answered = _answer_update(parsed, reply, ctx, asked=True)
+            answered = _answer_update(parsed, reply, ctx, state, asked=True)
             update["errors"] += answered.pop("errors")
             update.update(answered)
             return update, new

@@ -26,8 +26,11 @@ __all__ = [
     "message_text",
     "parse_action",
     "parse_answer",
+    "parse_attribute_scores",
+    "parse_regions",
     "parse_rubric",
     "parse_score",
+    "strip_extras",
 ]
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
@@ -42,6 +45,9 @@ _KEYWORD_RE = re.compile(
     rf"(?:score|rating|final answer|quality)\s*(?:is|of|=|:)?\s*\**\s*({_NUM})", re.I
 )
 _NUMBER_RE = re.compile(_NUM)
+_ATTRIBUTES_RE = re.compile(_TAG.format("attributes"), re.S | re.I)
+_REGIONS_RE = re.compile(_TAG.format("regions"), re.S | re.I)
+_EXTRAS_RE = re.compile(r"<(attributes|regions)>.*?(?:</\1>|$)", re.S | re.I)
 
 
 @dataclass
@@ -162,9 +168,19 @@ def parse_score(text: str) -> tuple[float | None, str]:
     return round(value, 4), ""
 
 
+def strip_extras(text: str) -> str:
+    """The reply without its ``<attributes>`` and ``<regions>`` blocks (their numbers
+    are not the score)."""
+    return _EXTRAS_RE.sub(" ", text or "")
+
+
 def parse_answer(text: str) -> AnswerAction | Malformed:
-    """A final answer from reply text: ``<answer>`` content, JSON, or a lenient ``score: x``."""
-    raw = text or ""
+    """A final answer from reply text: ``<answer>`` content, JSON, or a lenient ``score: x``.
+
+    ``<attributes>``/``<regions>`` blocks are ignored here (see
+    :func:`parse_attribute_scores`, :func:`parse_regions`).
+    """
+    raw = strip_extras(text or "")
     if not raw.strip():
         return Malformed("empty reply", raw)
     thinking = _thinking(raw)
@@ -337,3 +353,92 @@ def parse_rubric(text: str) -> dict[str, dict[str, Any]]:
             "raw_level": raw_level,
         }
     return rubric
+
+
+def parse_attribute_scores(text: str) -> tuple[dict[str, float], list[str]]:
+    """Attribute key → 1-5 score from an ``<attributes>Name: x; ...</attributes>`` block,
+    and notes on what was dropped.
+
+    Entries may come in any order and case, separated by ``;``, ``,`` or new lines,
+    as ``x`` or ``x/5``; names map to the rubric keys of
+    :data:`~tooliqa.graph.prompts.RUBRIC_LEVELS` (``Color`` → ``colour``, ``Saliency
+    Visibility`` → ``visibility``). Missing attributes are absent; unknown names,
+    non-numbers and values outside [1, 5] are dropped with a note. No block: ``({}, [])``.
+
+    >>> parse_attribute_scores("<attributes>noise: 4; Sharpness: 3.5</attributes>")
+    ({'noise': 4.0, 'sharpness': 3.5}, [])
+    """
+    blocks = _ATTRIBUTES_RE.findall(text or "")
+    if not blocks:
+        return {}, []
+    scores: dict[str, float] = {}
+    notes: list[str] = []
+    for entry in re.split(r"[;,\n]+", blocks[-1]):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition(":")
+        key = _attribute(name) if sep else None
+        if key is None:
+            notes.append(f"attribute score {entry.strip()!r} names no rubric attribute")
+            continue
+        number = _NUMBER_RE.search(value)
+        if number is None:
+            notes.append(f"attribute score for {key} is not a number: {value.strip()!r}")
+            continue
+        score = float(number.group(0))  # "3.5/5" reads as 3.5
+        if not SCORE_MIN <= score <= SCORE_MAX:
+            notes.append(f"attribute score for {key} ({score:g}) is outside 1-5; dropped")
+            continue
+        scores.setdefault(key, round(score, 4))
+    return scores, notes
+
+
+def _severity(value: Any) -> float | str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) if 0.0 <= value <= 1.0 else None
+    text = str(value).strip().lower()
+    return text or None
+
+
+def parse_regions(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Regions from a ``<regions>[{"bbox": [...], "label": ..., "severity": ...}]</regions>``
+    block, boxes still in the model's convention, and notes on what was dropped.
+
+    ``box`` is accepted for ``bbox``; ``severity`` is a number in [0, 1] or a level word
+    (kept lower-case), None when absent or out of range; ``label`` is lower-case text
+    ("distortion" when missing). ``source`` is ``"answer"`` unless the entry says
+    ``"piqe"`` (the classic backend's measured boxes). No block: ``([], [])``.
+    """
+    blocks = _REGIONS_RE.findall(text or "")
+    if not blocks:
+        return [], []
+    body = blocks[-1].strip()
+    if body.startswith("```"):
+        body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
+    try:
+        items = json.loads(body) if body else []
+    except json.JSONDecodeError as exc:
+        return [], [f"regions are not valid JSON ({exc.msg})"]
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        return [], ["regions must be a JSON list"]
+    regions: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for item in items:
+        bbox = item.get("bbox", item.get("box")) if isinstance(item, dict) else None
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            notes.append(f"region {item!r} has no [x1, y1, x2, y2] bbox; dropped")
+            continue
+        assert isinstance(item, dict)
+        regions.append(
+            {
+                "bbox": bbox,
+                "label": str(item.get("label") or "distortion").strip().lower(),
+                "severity": _severity(item.get("severity")),
+                "source": "piqe" if item.get("source") == "piqe" else "answer",
+            }
+        )
+    return regions, notes

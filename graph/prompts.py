@@ -88,6 +88,34 @@ JSON_ANSWER_HINT = (
     'Reply as a JSON object: {"thinking": "...", "score": X.XX}, score from 1.00 to 5.00.'
 )
 
+#: Appended to the gate/final/repair turns when ``Context.attribute_scores`` is on
+#: (this project's own wording, not Appendix A): one 1-5 score per rubric attribute.
+ATTRIBUTES_PROMPT = """With the final answer, also rate each quality attribute of the ORIGINAL image from 1.0 (bad) to 5.0 (excellent), on one line after </answer>:
+<attributes>{attributes}</attributes>"""
+
+#: Appended to the gate/final/repair turns when ``Context.report_regions`` is on
+#: (this project's own wording): distorted regions as a JSON list.
+REGIONS_PROMPT = """With the final answer, also list the regions of the ORIGINAL image that show a distortion, after </answer>, as a JSON list with boxes in {convention}:
+<regions>[{{"bbox": [x1, y1, x2, y2], "label": "blur|noise|artifact|exposure|colour", "severity": "minor|moderate|severe"}}]</regions>
+Write <regions>[]</regions> when no region is distorted."""
+
+#: How :data:`REGIONS_PROMPT` names each box convention.
+BBOX_CONVENTION_TEXT: dict[str, str] = {
+    "rel1000": "coordinates from 0 to 1000 relative to the image width and height",
+    "unit": "coordinates from 0 to 1 relative to the image width and height",
+    "pixel": "pixels of the original image",
+}
+
+#: Display names of the rubric attributes, as the rubric prompt writes them.
+ATTRIBUTE_NAMES: dict[str, str] = {
+    "sharpness": "Sharpness",
+    "noise": "Noise",
+    "artifacts": "Artifacts",
+    "exposure": "Exposure",
+    "colour": "Color",
+    "visibility": "Saliency Visibility",
+}
+
 RUBRIC_LEVELS: dict[str, tuple[str, ...]] = {
     "sharpness": ("low", "medium", "high"),
     "noise": ("none", "visible", "severe"),
@@ -151,3 +179,25 @@ def answer_json_schema(thinking_chars: int = 200) -> dict[str, Any]:
         "required": ["thinking", "score"],
         "additionalProperties": False,
     }
+
+
+def rubric_attributes(style: str = "paper") -> tuple[str, ...]:
+    """The rubric attribute keys a prompt style asks about (``colour`` only when extended)."""
+    return tuple(k for k in RUBRIC_LEVELS if k != "colour" or style == "extended")
+
+
+def answer_extras(
+    *,
+    attribute_scores: bool,
+    report_regions: bool,
+    style: str = "paper",
+    convention: str = "rel1000",
+) -> str:
+    """Text appended to the answer-asking turns; empty (prompts unchanged) with both off."""
+    parts = []
+    if attribute_scores:
+        example = "; ".join(f"{ATTRIBUTE_NAMES[k]}: X.X" for k in rubric_attributes(style))
+        parts.append(ATTRIBUTES_PROMPT.format(attributes=example))
+    if report_regions:
+        parts.append(REGIONS_PROMPT.format(convention=BBOX_CONVENTION_TEXT[convention]))
+    return "\n".join(parts)

@@ -33,7 +33,9 @@ class State(InputState, total=False):
 
     ``steps`` holds one dict per tool round: tool, args, ok, message, source,
     box, gamma, elapsed_ms and the encoded view. ``pending`` carries the action
-    chosen by ``decide`` to the ``tool`` node. ``assessment`` is the final
+    chosen by ``decide`` to the ``tool`` node. ``replies`` records the model's
+    replies after tool rounds (``{round, text}``, to label magnifier regions);
+    ``answer_regions`` the answer's regions in pixels. ``assessment`` is the final
     result as a JSON-ready dict.
     """
 
@@ -48,6 +50,9 @@ class State(InputState, total=False):
     rationale: str
     answer: str
     uncertainty: dict[str, Any] | None
+    attribute_scores: dict[str, float]
+    answer_regions: list[dict[str, Any]]
+    replies: Annotated[list[dict[str, Any]], operator.add]
     forced_answer: bool
     usage: Annotated[dict[str, int], merge_counts]
     timings: Annotated[dict[str, float], merge_counts]

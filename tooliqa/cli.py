@@ -62,6 +62,17 @@ def _assess_parser(sub: Any) -> None:
         help="ask the server for the answer's token logprobs and report the expected "
         "score ± std [90%% interval]",
     )
+    p.add_argument(
+        "--attribute-scores",
+        action="store_true",
+        help="also ask for a 1-5 score per rubric attribute (shown as attribute_scores)",
+    )
+    p.add_argument(
+        "--regions",
+        action="store_true",
+        help="also ask for distorted regions (pixel boxes with label and severity; "
+        "magnifier regions are always listed)",
+    )
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
     p.add_argument("--retries", type=int, default=2, help="retries per model request")
@@ -239,7 +250,12 @@ def _human(a: Any) -> str:
         return f"{a.image}: FAILED ({a.error})"
     tools = ", ".join(f"{s.tool}{'' if s.ok else ' (failed)'}" for s in a.steps) or "no tools"
     levels = ", ".join(f"{k}={v}" for k, v in a.rubric.items())
-    return f"{a.image}: {_score_text(a)}  [{a.backend}; {tools}]  {levels}"
+    line = f"{a.image}: {_score_text(a)}  [{a.backend}; {tools}]  {levels}"
+    if a.attribute_scores:
+        line += "  scores: " + ", ".join(f"{k}={v:.1f}" for k, v in a.attribute_scores.items())
+    if a.regions:
+        line += f"  regions: {len(a.regions)}"
+    return line
 
 
 def _score_text(a: Any) -> str:
@@ -266,6 +282,8 @@ async def _run_assess(args: argparse.Namespace) -> int:
         "enabled_tools": tools,
         "tool_protocol": "text" if args.text_tools else "native",
         "score_logprobs": args.score_logprobs,
+        "attribute_scores": args.attribute_scores,
+        "report_regions": args.regions,
     }
     if args.max_pixels:
         settings["max_pixels"] = args.max_pixels

@@ -11,7 +11,10 @@ the same prompts and the same reply protocol:
 * answer turn: maps the measurements to a 1–5 score through the monotone
   calibration fitted on the AGIQA-3K ``dev`` split
   (:mod:`tooliqa.backends.classic_calibration`), and explains the score with
-  the largest feature contributions and what the tool views showed.
+  the largest feature contributions and what the tool views showed. When the
+  turn asks for them (``Context.attribute_scores`` / ``report_regions``), the
+  answer adds ``<attributes>`` from :func:`attribute_scores` and ``<regions>``
+  with PIQE's merged distortion boxes (top :data:`MAX_PIQE_REGIONS` by severity).
 
 Every Assessment it produces is labelled ``backend="classic"``.
 """
@@ -35,13 +38,23 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
 from tooliqa.graph.parsing import message_text
-from tooliqa.graph.prompts import FINAL_PROMPT, GATE_PROMPT, RUBRIC_PROMPT
+from tooliqa.graph.prompts import ATTRIBUTE_NAMES, FINAL_PROMPT, GATE_PROMPT, RUBRIC_PROMPT
 from tooliqa.tools import ImageError, decode_image_cached, image_digest
 from tooliqa.tools.measures import Measurements, measure, most_detailed_region
+from tooliqa.tools.piqe import distortion_boxes, piqe_maps
 
 from .classic_calibration import ClassicCalibration, load_classic_calibration
 
-__all__ = ["RUBRIC_CUTS", "ClassicChatModel", "rubric_levels"]
+__all__ = [
+    "MAX_PIQE_REGIONS",
+    "RUBRIC_CUTS",
+    "ClassicChatModel",
+    "attribute_scores",
+    "rubric_levels",
+]
+
+#: PIQE boxes reported with ``<regions>``: the most severe merged boxes.
+MAX_PIQE_REGIONS = 3
 
 #: Cut points for the rubric levels, placed near percentiles of each measure on
 #: the AGIQA-3K dev split (sharpness: 25th/75th; noise sigma: ~75th/95th;
@@ -127,6 +140,60 @@ def rubric_levels(
             f"{m.main_region_detail_ratio:.1f}x the average detail",
         ),
     }
+
+
+def _ramp(value: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    return float(np.interp(value, xs, ys))
+
+
+def attribute_scores(m: Measurements, cuts: dict[str, float] = RUBRIC_CUTS) -> dict[str, float]:
+    """Attribute key → 1-5 score: piecewise-linear, monotone maps of the measures that
+    write the rubric, anchored at the same cut points (a cut between two levels maps
+    to 2.5 or 4; values beyond the outer anchors clamp to 1 or 5):
+
+    * sharpness: sharpness index 0.5 low / low / high / 1.5 high → 1 / 2.5 / 4 / 5;
+    * noise: noise sigma 0 / visible / severe / 2 severe → 5 / 4 / 2 / 1;
+    * artifacts: the lower of blockiness 1 / minor / severe / 2.5 → 5 / 4 / 2 / 1
+      and ringing 0 / minor / 2 minor → 5 / 4 / 2;
+    * exposure: the lower of mean luma 0 / dark / 0.3 / 0.6 / bright / 1 →
+      1 / 2.5 / 5 / 5 / 2.5 / 1 and clipping (the larger clipped fraction over its
+      cut) 0 / 1 / 2 → 5 / 2.5 / 1;
+    * colour: colourfulness 0 / dull / 30 / 90 / garish / 2 garish → 1 / 2.5 / 5 / 5 / 2.5 / 1;
+    * visibility: main-region contrast 0 / subject cut / 3 cut → 1 / 2.5 / 5, at most
+      2.5 when the image is dark.
+
+    Scores are rounded to 0.1.
+    """
+    c = cuts
+    lo, hi = c["sharpness_low"], c["sharpness_high"]
+    clip = max(m.shadow_clip / c["shadow_clip"], m.highlight_clip / c["highlight_clip"])
+    luma = (0.0, c["dark_luma"], 0.3, 0.6, c["bright_luma"], 1.0)
+    colour = (0.0, c["colour_dull"], 30.0, 90.0, c["colour_garish"], 2 * c["colour_garish"])
+    scores = {
+        "sharpness": _ramp(m.sharpness, (0.5 * lo, lo, hi, 1.5 * hi), (1, 2.5, 4, 5)),
+        "noise": _ramp(
+            m.noise_sigma,
+            (0.0, c["noise_visible"], c["noise_severe"], 2 * c["noise_severe"]),
+            (5, 4, 2, 1),
+        ),
+        "artifacts": min(
+            _ramp(m.blockiness, (1.0, c["block_minor"], c["block_severe"], 2.5), (5, 4, 2, 1)),
+            _ramp(m.ringing, (0.0, c["ringing_minor"], 2 * c["ringing_minor"]), (5, 4, 2)),
+        ),
+        "exposure": min(
+            _ramp(m.mean_luminance, luma, (1, 2.5, 5, 5, 2.5, 1)),
+            _ramp(clip, (0.0, 1.0, 2.0), (5, 2.5, 1)),
+        ),
+        "colour": _ramp(m.colourfulness, colour, (1, 2.5, 5, 5, 2.5, 1)),
+        "visibility": _ramp(
+            m.main_region_contrast,
+            (0.0, c["subject_contrast"], 3 * c["subject_contrast"]),
+            (1, 2.5, 5),
+        ),
+    }
+    if exposure_problem(m, c) == "dark":
+        scores["visibility"] = min(scores["visibility"], 2.5)
+    return {k: round(v, 1) for k, v in scores.items()}
 
 
 def _image_parts(message: BaseMessage) -> list[bytes]:
@@ -248,7 +315,7 @@ class ClassicChatModel(BaseChatModel):
                 m, rgb, messages, _tool_names(kwargs, messages), native=bool(kwargs.get("tools"))
             )
         else:
-            reply = AIMessage(content=self._answer(m, messages))
+            reply = AIMessage(content=self._answer(m, messages, rgb))
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _rubric(self, m: Measurements) -> str:
@@ -264,7 +331,10 @@ class ClassicChatModel(BaseChatModel):
 
     def _box(self, rgb: np.ndarray) -> list[float]:
         h, w = rgb.shape[:2]
-        x1, y1, x2, y2 = most_detailed_region(rgb, grid=4)
+        return self._to_convention(most_detailed_region(rgb, grid=4), w, h)
+
+    def _to_convention(self, box: Sequence[int], w: int, h: int) -> list[float]:
+        x1, y1, x2, y2 = box
         if self.bbox_convention == "pixel":
             return [float(x1), float(y1), float(x2), float(y2)]
         scale = 1000.0 if self.bbox_convention == "rel1000" else 1.0
@@ -306,7 +376,7 @@ class ClassicChatModel(BaseChatModel):
                 "Sharpness is borderline; magnify the most detailed region.",
             )
         if call is None:
-            return AIMessage(content=self._answer(m, messages))
+            return AIMessage(content=self._answer(m, messages, rgb))
         name, args, why = call
         if native:
             n = len(used) + 1
@@ -336,7 +406,37 @@ class ClassicChatModel(BaseChatModel):
                 )
         return notes
 
-    def _answer(self, m: Measurements, messages: Sequence[BaseMessage]) -> str:
+    def _regions(self, rgb: np.ndarray) -> list[dict[str, Any]]:
+        """PIQE's merged distortion boxes, most severe first, in the box convention."""
+        h, w = rgb.shape[:2]
+        boxes = distortion_boxes(piqe_maps(rgb), merge=True)[:MAX_PIQE_REGIONS]
+        return [
+            {
+                "bbox": self._to_convention((b.x1, b.y1, b.x2, b.y2), w, h),
+                "label": b.kind,
+                "severity": round(b.severity, 3),
+                "source": "piqe",
+            }
+            for b in boxes
+        ]
+
+    def _extras(self, m: Measurements, rgb: np.ndarray, request: str) -> str:
+        """``<attributes>``/``<regions>`` lines when the turn asks for them."""
+        lines = []
+        if "<attributes>" in request:
+            scores = attribute_scores(m, self.cuts)
+            asked = request.split("<attributes>", 1)[1]
+            entries = [
+                f"{name}: {scores[key]:.1f}"
+                for key, name in ATTRIBUTE_NAMES.items()
+                if f"{name}:" in asked
+            ]
+            lines.append("<attributes>" + "; ".join(entries) + "</attributes>")
+        if "<regions>" in request:
+            lines.append("<regions>" + json.dumps(self._regions(rgb)) + "</regions>")
+        return "".join("\n" + line for line in lines)
+
+    def _answer(self, m: Measurements, messages: Sequence[BaseMessage], rgb: np.ndarray) -> str:
         cal = self.calibration
         score = cal.score(m)
         contrib = sorted(cal.contributions(m).items(), key=lambda kv: -abs(kv[1]))[:4]
@@ -345,4 +445,6 @@ class ClassicChatModel(BaseChatModel):
         thinking = f"Classic measures calibrated on AGIQA-3K dev; largest contributions: {reasons}."
         if evidence:
             thinking += " Tool evidence: " + "; ".join(evidence) + "."
-        return f"<thinking>{thinking}</thinking>\n<answer>{score:.2f}</answer>"
+        request = message_text(messages[-1]) if messages else ""
+        extras = self._extras(m, rgb, request)
+        return f"<thinking>{thinking}</thinking>\n<answer>{score:.2f}</answer>{extras}"

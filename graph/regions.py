@@ -1,0 +1,94 @@
+"""Distortion regions of an Assessment: where the evidence says the image is damaged.
+
+Three sources, one record ``{"box": [x1, y1, x2, y2], "label", "severity", "source"}``
+with the box in original-image pixels (x2, y2 exclusive):
+
+* ``magnifier``: each successful magnifier step's region, labelled with the first
+  distortion the model's next reply names (:func:`distortion_label`), else
+  ``"inspected"``; severity None;
+* ``answer``: boxes the model lists in ``<regions>`` when ``Context.report_regions``
+  asks for them, converted from its box convention;
+* ``piqe``: the classic backend's PIQE distortion boxes, written the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tooliqa.tools import ToolArgumentError, bbox_to_pixels
+
+__all__ = ["DISTORTION_WORDS", "answer_regions", "distortion_label", "magnifier_regions"]
+
+#: Label → words that name it (matched at word starts, case-insensitive).
+DISTORTION_WORDS: dict[str, tuple[str, ...]] = {
+    "blur": ("blur", "out of focus", "out-of-focus", "defocus", "soft", "smear", "motion blur"),
+    "noise": ("noise", "noisy", "grain"),
+    "artifact": ("artifact", "artefact", "block", "jpeg", "compression", "ringing", "ghost"),
+    "exposure": ("exposure", "overexpos", "underexpos", "too dark", "too bright", "blown"),
+    "colour": ("colour", "color", "saturat"),
+}
+_WORD_RE = {
+    label: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + ")", re.I)
+    for label, words in DISTORTION_WORDS.items()
+}
+
+
+def distortion_label(text: str) -> str | None:
+    """The distortion named first in ``text`` (negations are not understood).
+
+    >>> distortion_label("The zoomed patch shows heavy JPEG blocking and some noise.")
+    'artifact'
+    """
+    found = [(m.start(), label) for label, rx in _WORD_RE.items() if (m := rx.search(text or ""))]
+    return min(found)[1] if found else None
+
+
+def magnifier_regions(
+    steps: Iterable[Mapping[str, Any]], replies: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One region per successful magnifier step; ``replies`` are ``{"round", "text"}``
+    records of the model's replies after tool rounds (the first per round is used)."""
+    after: dict[int, str] = {}
+    for reply in replies:
+        after.setdefault(int(reply["round"]), str(reply.get("text", "")))
+    out = []
+    for step in steps:
+        if step.get("tool") != "magnifier" or not step.get("ok") or not step.get("box"):
+            continue
+        label = distortion_label(after.get(int(step["round"]), ""))
+        out.append(
+            {
+                "box": [int(v) for v in step["box"]],
+                "label": label or "inspected",
+                "severity": None,
+                "source": "magnifier",
+            }
+        )
+    return out
+
+
+def answer_regions(
+    regions: Iterable[Mapping[str, Any]], width: int, height: int, convention: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Regions parsed from an answer (:func:`~tooliqa.graph.parsing.parse_regions`) with
+    their boxes converted to pixels by the magnifier's conversion; unusable boxes are
+    dropped with a note."""
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for region in regions:
+        try:
+            box = bbox_to_pixels(region["bbox"], width, height, convention, min_side=1)  # type: ignore[arg-type]
+        except (ToolArgumentError, ValueError) as exc:
+            notes.append(f"answer region dropped: {exc}")
+            continue
+        out.append(
+            {
+                "box": list(box),
+                "label": region.get("label") or "distortion",
+                "severity": region.get("severity"),
+                "source": region.get("source", "answer"),
+            }
+        )
+    return out, notes
