@@ -10,6 +10,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+CALIBRATION = SHARED_DATA / "calibration"
 
 RUBRIC_REPLY = """<thinking>Whole image inspected.</thinking>
 <answer>
@@ -19,6 +20,21 @@ Artifacts: [Minor] - faint blocking
 Exposure: [Poor] - dark
 Saliency Visibility: [Obscured] - subject in shadow
 </answer>"""
+
+
+def official_scores(method: str) -> dict[str, float]:
+    """One row of ``calibration/official_scores.csv``: image name -> the official value."""
+    import csv
+
+    with open(CALIBRATION / "official_scores.csv", newline="", encoding="utf-8") as fh:
+        row = {r["Method"]: r for r in csv.DictReader(fh)}[method]
+    return {name: float(v) for name, v in row.items() if name != "Method"}
+
+
+def calibration_rgb(name: str) -> np.ndarray:
+    """A calibration image (``calibration/dist/NAME``) as RGB uint8."""
+    with Image.open(CALIBRATION / "dist" / name) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import pickle
 import re
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tooliqa.tools import brisque as B
 from tooliqa.tools.brisque import MIN_SIDE, VARIANTS, brisque, brisque_features, load_model
 
-from _support import REPO, SHARED_DATA
+from _support import CALIBRATION, REPO, calibration_rgb, official_scores
 
-CALIB = SHARED_DATA / "calibration"
 NAMES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
 needs_calibration = pytest.mark.skipif(
-    not (CALIB / "official_scores.csv").exists(),
+    not (CALIBRATION / "official_scores.csv").exists(),
     reason="calibration data not found at ../shared/data/calibration (relative to the repository root)",
 )
 
@@ -52,11 +49,6 @@ OPENCV_I04_FEATURES = [
 ]  # fmt: skip
 
 
-def _load(name: str) -> np.ndarray:
-    with Image.open(CALIB / "dist" / name) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 @pytest.fixture
 def rgb() -> np.ndarray:
     rng = np.random.default_rng(3)
@@ -70,21 +62,20 @@ def rgb() -> np.ndarray:
 @needs_calibration
 class TestCalibration:
     def test_live_reproduces_the_official_python_libsvm_row(self) -> None:
-        with open(CALIB / "official_scores.csv", newline="", encoding="utf-8") as fh:
-            official = {r["Method"]: r for r in csv.DictReader(fh)}["brisque"]
+        official = official_scores("brisque")
         for name in NAMES:
-            ours = brisque(_load(name))
-            ref = float(official[name])
+            ours = brisque(calibration_rgb(name))
+            ref = official[name]
             assert abs(ours - ref) <= LIVE_TOL[name], f"{name}: {ours:.4f} vs official {ref:.4f}"
 
     def test_opencv_reproduces_opencv_quality_brisque(self) -> None:
         for name in NAMES:
-            ours = brisque(_load(name), variant="opencv")
+            ours = brisque(calibration_rgb(name), variant="opencv")
             ref = OPENCV_SCORES[name]
             assert abs(ours - ref) <= OPENCV_TOL[name], f"{name}: {ours:.4f} vs OpenCV {ref:.4f}"
 
     def test_opencv_features_match_opencv_on_an_image_without_flat_regions(self) -> None:
-        ours = brisque_features(_load("I04.bmp"), variant="opencv")
+        ours = brisque_features(calibration_rgb("I04.bmp"), variant="opencv")
         np.testing.assert_allclose(ours, OPENCV_I04_FEATURES, rtol=1e-4, atol=2e-6)
 
 

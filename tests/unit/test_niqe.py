@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import doctest
 import hashlib
 import re
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import special
 
 from tooliqa.tools import niqe as N
 from tooliqa.tools.niqe import NIQE_MIN_SIDE, load_niqe_model, niqe, niqe_features, niqe_grey
 
-from _support import REPO, SHARED_DATA
+from _support import CALIBRATION, REPO, calibration_rgb, official_scores
 
-CALIB = SHARED_DATA / "calibration"
 NAMES = ("I03.bmp", "I04.bmp", "I06.bmp", "I08.bmp", "I19.bmp")
 needs_calibration = pytest.mark.skipif(
-    not (CALIB / "official_scores.csv").exists(),
+    not (CALIBRATION / "official_scores.csv").exists(),
     reason="calibration data not found at ../shared/data/calibration (relative to the repository root)",
 )
 
@@ -31,11 +28,6 @@ needs_calibration = pytest.mark.skipif(
 # right side; we keep the exact zeros (see niqe._mscn).
 # Measured: -0.049 %, 0.000 %, -0.036 %, +0.565 %, +0.367 %.
 REL_TOL = {"I03.bmp": 1e-3, "I04.bmp": 1e-8, "I06.bmp": 1e-3, "I08.bmp": 6e-3, "I19.bmp": 4e-3}
-
-
-def _load(name: str) -> np.ndarray:
-    with Image.open(CALIB / "dist" / name) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 @pytest.fixture
@@ -53,9 +45,8 @@ def rgb() -> np.ndarray:
 @needs_calibration
 @pytest.mark.parametrize("name", NAMES)
 def test_reproduces_the_authors_matlab_niqe(name: str) -> None:
-    with open(CALIB / "official_scores.csv", newline="", encoding="utf-8") as fh:
-        official = float({r["Method"]: r for r in csv.DictReader(fh)}["niqe"][name])
-    ours = niqe(_load(name))
+    official = official_scores("niqe")[name]
+    ours = niqe(calibration_rgb(name))
     assert ours == pytest.approx(official, rel=REL_TOL[name]), (
         f"{name}: {ours:.6f} vs {official:.6f}"
     )

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import doctest
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tooliqa.tools import piqe as piqe_module
 from tooliqa.tools.piqe import DistortionBox, distortion_boxes, piqe, piqe_maps
 
-from _support import SHARED_DATA
+from _support import CALIBRATION, calibration_rgb, official_scores
 
-CALIBRATION = SHARED_DATA / "calibration"
 # The official values are printed with two decimals: 0.005 is their rounding.
 CALIBRATION_TOL = 0.006
-
-
-def _official() -> list[tuple[str, float]]:
-    with open(CALIBRATION / "official_scores.csv", newline="", encoding="utf-8") as fh:
-        rows = {r[0]: r[1:] for r in csv.reader(fh)}
-    return [(n, float(v)) for n, v in zip(rows["Method"], rows["piqe"], strict=True)]
 
 
 def _loop_piqe(grey: np.ndarray) -> float:
@@ -69,10 +60,8 @@ def natural() -> np.ndarray:
     reason="calibration images not found at ../shared/data/calibration (relative to the repository root)",
 )
 def test_matches_official_matlab_scores() -> None:
-    for name, official in _official():
-        with Image.open(CALIBRATION / "dist" / name) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        assert piqe(rgb) == pytest.approx(official, abs=CALIBRATION_TOL), name
+    for name, official in official_scores("piqe").items():
+        assert piqe(calibration_rgb(name)) == pytest.approx(official, abs=CALIBRATION_TOL), name
 
 
 class TestScore:
