@@ -15,6 +15,7 @@ by :func:`rollout_request`. The image is read from disk as bytes, exactly as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -186,11 +187,8 @@ class GraphRollout:
             )
             for _ in requests
         ]
-        session = getattr(generator, "session", None)
-        if session is not None:
-            with session():
-                outcomes = asyncio.run(self._run_all(requests, models, batcher))
-        else:
+        session = getattr(generator, "session", contextlib.nullcontext)
+        with session():
             outcomes = asyncio.run(self._run_all(requests, models, batcher))
         records = []
         for (path, _), model, outcome in zip(requests, models, outcomes, strict=True):
