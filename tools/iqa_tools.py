@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -34,10 +35,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .brisque import MIN_SIDE as BRISQUE_MIN_SIDE
-from .brisque import brisque
-from .niqe import NIQE_MIN_SIDE, niqe
-from .piqe import piqe
 from .views import BBoxConvention, ToolArgumentError, bbox_to_pixels, crop
 
 __all__ = [
@@ -59,21 +56,28 @@ _SOURCE = "a 5-parameter logistic fitted to AGIQA-3K dev"
 
 @dataclass(frozen=True)
 class IqaMetric:
-    """One classic metric: how to compute it and how to describe it to the model."""
+    """One classic metric: where its implementation lives and how to describe it to the model.
 
-    name: str
+    The metric modules (scipy.ndimage, parameter files) are imported on first use, not
+    when ``tooliqa.tools`` is imported: most runs never call them.
+    """
+
+    name: str  # also the module of this package that holds the function ``name``
     title: str
-    fn: Callable[[np.ndarray], float]
-    min_side: int
+    min_side: int  # the module's smallest image side (a test checks they agree)
     summary: str
+
+    @property
+    def fn(self) -> Callable[[np.ndarray], float]:
+        module = importlib.import_module(f".{self.name}", __package__)
+        return getattr(module, self.name)
 
 
 IQA_METRICS: dict[str, IqaMetric] = {
     "niqe": IqaMetric(
         "niqe",
         "NIQE",
-        niqe,
-        NIQE_MIN_SIDE,
+        96,
         "NIQE (Natural Image Quality Evaluator): distance of the image's natural-scene "
         "statistics from those of pristine photographs; lower is better, about 2-4 for "
         "pristine photographs",
@@ -81,8 +85,7 @@ IQA_METRICS: dict[str, IqaMetric] = {
     "brisque": IqaMetric(
         "brisque",
         "BRISQUE",
-        brisque,  # default variant "live", the one the logistic is fitted for
-        BRISQUE_MIN_SIDE,
+        16,  # the default variant "live" is the one the logistic is fitted for
         "BRISQUE (Blind/Referenceless Image Spatial Quality Evaluator): an SVR on "
         "natural-scene statistics trained on LIVE distortions (blur, noise, JPEG); lower "
         "is better, about 0-100",
@@ -90,7 +93,6 @@ IQA_METRICS: dict[str, IqaMetric] = {
     "piqe": IqaMetric(
         "piqe",
         "PIQE",
-        piqe,
         16,
         "PIQE (Perception based Image Quality Evaluator): share of 16x16 blocks with "
         "blocking artifacts or noise; lower is better, 0-100",

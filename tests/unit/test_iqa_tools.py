@@ -178,3 +178,24 @@ def test_graph_records_measurement_and_sends_no_image(image_bytes, image_array):
     # older records without the new fields still load
     legacy = {k: v for k, v in dumped["steps"][0].items() if k not in ("raw", "score_1_5")}
     assert Assessment.model_validate({**dumped, "steps": [legacy]}).steps[0].raw is None
+
+
+def test_metric_minimum_sides_agree_with_the_metric_modules():
+    from tooliqa.tools import IQA_METRICS, brisque, niqe, piqe
+
+    assert IQA_METRICS["niqe"].min_side == niqe.NIQE_MIN_SIDE
+    assert IQA_METRICS["brisque"].min_side == brisque.MIN_SIDE
+    assert IQA_METRICS["piqe"].min_side == piqe.BLOCK
+
+
+def test_importing_the_tools_does_not_load_the_metric_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tooliqa.tools; "
+        "print(sorted(m for m in ('tooliqa.tools.niqe', 'tooliqa.tools.brisque', "
+        "'tooliqa.tools.piqe', 'scipy.ndimage') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
