@@ -49,6 +49,12 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument(
+        "--attribute-scores",
+        action="store_true",
+        help="also ask for a 1-5 score per rubric attribute; the report compares them with "
+        "the datasets' attribute labels (attr_* or SPAQ attribute columns)",
+    )
+    p.add_argument(
         "--fit", choices=["5pl", "4pl", "none"], default="5pl", help="logistic fit before PLCC/RMSE"
     )
     p.add_argument(
@@ -77,7 +83,9 @@ def _contexts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
 
     tools = tuple(t for t in (args.tools or "").split(",") if t.strip())
-    common = {"max_rounds": args.max_rounds, "enabled_tools": tools}
+    common: dict[str, Any] = {"max_rounds": args.max_rounds, "enabled_tools": tools}
+    if args.attribute_scores:
+        common["attribute_scores"] = True
     if not args.server:
         return {"classic": make_context(**common)}, "classic"
     contexts = {}
@@ -122,6 +130,8 @@ async def _eval(args: argparse.Namespace) -> int:
     method = args.method or default_method
     settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,
                 "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens}  # fmt: skip
+    if args.attribute_scores:  # only when on: runs from before the option keep their ids
+        settings["attribute_scores"] = True
     run_ids = []
     with ResultStore(args.db) as store:
         for ds in datasets:
@@ -146,13 +156,23 @@ async def _eval(args: argparse.Namespace) -> int:
 
 def _print_summary(store: Any, run_ids: list[str], fit: str) -> None:
     from .metrics import evaluate
+    from .report import attribute_metrics
+
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
 
     for run in store.runs(run_ids):
-        rows = [r for r in store.rows([run.run_id]) if r["score"] is not None]
+        all_rows = store.rows([run.run_id])
+        rows = [r for r in all_rows if r["score"] is not None]
         m = evaluate([r["score"] for r in rows], [r["mos_norm"] for r in rows], fit=fit)
-        srcc = "n/a" if m.srcc is None else f"{m.srcc:.4f}"
-        plcc = "n/a" if m.plcc is None else f"{m.plcc:.4f}"
-        print(f"{run.method}\t{run.dataset}\tn={m.n}\tSRCC {srcc}\tPLCC {plcc} ({fit})")
+        print(
+            f"{run.method}\t{run.dataset}\tn={m.n}\tSRCC {num(m.srcc)}\tPLCC {num(m.plcc)} ({fit})"
+        )
+        for key, e in attribute_metrics(all_rows, fit).items():
+            print(
+                f"{run.method}\t{run.dataset}\t{key}\tn={e['n']}\tSRCC {num(e['srcc'])}\t"
+                f"PLCC {num(e['plcc'])} ({fit})"
+            )
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -16,12 +16,58 @@ an image root. Readers accept the formats people already have:
 * ``agiqa3k``: the AGIQA-3K labels (``name,mos,std,generator,prompt,split``).
 
 The format is detected from the extension and the first line unless given.
+
 Nothing is dropped silently: unparsable rows, non-numeric or non-finite MOS,
 duplicates (the first is kept), missing images and paths that escape the
 image root (``../x.jpg``, absolute paths elsewhere, symlinks pointing out) are
 excluded and reported in :attr:`Dataset.problems`, one line each; with
 ``strict=True`` they raise :class:`DatasetError` instead. Escaping paths are
 never opened.
+
+Attribute labels
+----------------
+Label files may also carry human scores per quality attribute, one column (or
+JSON key) each, read by every reader with named columns (``csv``, ``pyiqa``
+CSVs, headed whitespace tables, ``json``, ``jsonl``, ``agiqa3k``). They become
+:attr:`Sample.attributes` (attribute key -> score) and are compared with the
+per-attribute predictions (``Assessment.attribute_scores``) in the report.
+Column names are matched after :func:`_norm_key` (case, spaces and dashes do
+not matter):
+
+==============================  ==============  ======================================
+column                          attribute key   where it comes from
+==============================  ==============  ======================================
+``attr_sharpness``              ``sharpness``   this project's convention
+``attr_noise``                  ``noise``
+``attr_artifacts``              ``artifacts``   also ``attr_artefacts``
+``attr_exposure``               ``exposure``
+``attr_colour``                 ``colour``      also ``attr_color``
+``attr_visibility``             ``visibility``  also ``attr_saliency_visibility``
+``attr_<other>``                ``<other>``     free-form: kept and reported, but no
+                                                rubric attribute predicts it
+``Sharpness``                   ``sharpness``   SPAQ attribute MOS (Fang et al., 2020)
+``Noisiness``                   ``noise``       SPAQ
+``Brightness``                  ``exposure``    SPAQ
+``Colorfulness``                ``colour``      SPAQ (also ``Colourfulness``)
+``Contrast``                    ``contrast``    SPAQ; free-form, the rubric has no
+                                                contrast attribute
+==============================  ==============  ======================================
+
+SPAQ's ``MOS and Image attribute scores`` sheet, saved as CSV
+(``Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness``), reads
+as is. Of the registry's other benchmarks none is known to release human
+scores per quality attribute (KADID-10K has one DMOS per image, the distortion
+type only in the file name; AGIQA-3K's second MOS, ``mos_align``, rates
+text-image alignment), so no other names are mapped; add such scores as
+``attr_<key>`` columns. A column with one of the bare names above that holds a
+computed measure rather than human scores should be renamed.
+
+Direction: every attribute label must be **higher = better quality** on that
+attribute, as SPAQ's are (a high ``Noisiness`` score means little visible
+noise), the same orientation as the predicted 1-5 attribute scores. Each
+attribute keeps its own scale (SPAQ: 0-100); labels are never normalised, as
+SRCC and the logistic-fitted PLCC do not depend on the scale. Empty cells mean
+"no label"; a value that is not a finite number is dropped and reported.
 """
 
 from __future__ import annotations
@@ -33,23 +79,27 @@ import math
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .registry import Benchmark, find, suggest
 
 __all__ = [
+    "ATTRIBUTE_KEYS",
     "FORMATS",
+    "KNOWN_ATTRIBUTE_COLUMNS",
     "Dataset",
     "DatasetError",
     "Row",
     "Sample",
+    "attribute_key",
     "choose_scale",
     "default_root",
     "detect_format",
     "load_dataset",
     "load_labels",
+    "order_attributes",
     "parse_spec",
     "read_agiqa3k",
     "read_csv_labels",
@@ -68,13 +118,18 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a dataset: its path relative to the root (POSIX) and raw MOS."""
+    """One image of a dataset: its path relative to the root (POSIX) and raw MOS.
+
+    ``attributes`` maps attribute keys to their human scores, each on its own
+    scale, higher better (see the module docstring); empty without labels.
+    """
 
     image: str
     mos: float
     std: float | None = None
     split: str | None = None
     ref: str | None = None
+    attributes: dict[str, float] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -84,6 +139,7 @@ class Row:
     ``where`` locates it for messages (``labels.csv:12``); values are kept as
     read (text, or JSON numbers) so that validation can report bad ones.
     ``error`` is set when the record could not be split into fields at all.
+    ``attributes`` maps attribute keys to their values as read.
     """
 
     where: str
@@ -93,6 +149,7 @@ class Row:
     split: object = None
     ref: object = None
     error: str | None = None
+    attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -129,6 +186,10 @@ class Dataset:
         if not self.higher_better:
             t = 1.0 - t
         return 1.0 + 4.0 * min(1.0, max(0.0, t))
+
+    def attribute_keys(self) -> list[str]:
+        """The attribute keys with at least one label: rubric order, then the others sorted."""
+        return order_attributes({k for s in self.samples for k in s.attributes})
 
     def splits(self) -> list[str]:
         """The split labels present, sorted."""
@@ -249,6 +310,57 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The rubric attribute keys, in the rubric's order (``Assessment.attribute_scores``).
+ATTRIBUTE_KEYS = ("sharpness", "noise", "artifacts", "exposure", "colour", "visibility")
+
+#: Other spellings of a rubric key after ``attr_``.
+_ATTRIBUTE_ALIASES = {
+    "color": "colour",
+    "artefacts": "artifacts",
+    "saliency_visibility": "visibility",
+}
+
+#: Bare column names (normalised) of released datasets' attribute scores: SPAQ's.
+KNOWN_ATTRIBUTE_COLUMNS: dict[str, str] = {
+    "sharpness": "sharpness",
+    "noisiness": "noise",
+    "brightness": "exposure",
+    "colorfulness": "colour",
+    "colourfulness": "colour",
+    "contrast": "contrast",
+}
+
+
+def attribute_key(name: str) -> str | None:
+    """The attribute key a column name stands for, or ``None`` (see the module docstring).
+
+    >>> attribute_key("attr_Color"), attribute_key("Noisiness"), attribute_key("mos")
+    ('colour', 'noise', None)
+    """
+    key = _norm_key(name)
+    if key.startswith("attr_") and len(key) > len("attr_"):
+        rest = key[len("attr_") :]
+        return _ATTRIBUTE_ALIASES.get(rest, rest)
+    return KNOWN_ATTRIBUTE_COLUMNS.get(key)
+
+
+def order_attributes(keys: Iterable[str]) -> list[str]:
+    """Attribute keys in the rubric's order, then any others sorted."""
+    keys = set(keys)
+    return [k for k in ATTRIBUTE_KEYS if k in keys] + sorted(keys - set(ATTRIBUTE_KEYS))
+
+
+def _attribute_columns(names: Sequence[str], taken: Iterable[int] = ()) -> dict[str, int]:
+    """Column index of each attribute label among ``names`` (the first column of a key wins)."""
+    skip = set(taken)
+    found: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = attribute_key(str(name)) if i not in skip else None
+        if key is not None and key not in found:
+            found[key] = i
+    return found
+
+
 def _map_columns(names: Sequence[str]) -> dict[str, int]:
     """Column index of each role (image, mos, std, split, ref) found among ``names``."""
     keys = [_norm_key(n) for n in names]
@@ -271,14 +383,26 @@ def _require(path: Path, cols: dict[str, int], header: Sequence[str], line: int 
             )
 
 
-def _row_from_fields(where: str, fields: Sequence[str], cols: dict[str, int]) -> Row:
+def _row_from_fields(
+    where: str,
+    fields: Sequence[str],
+    cols: dict[str, int],
+    attrs: dict[str, int] | None = None,
+) -> Row:
     """A :class:`Row` from one record's fields, or an error row if columns are missing."""
     need = max(cols[r] for r in ("image", "mos")) + 1
     if len(fields) < need:
         return Row(where, error=f"expected at least {need} fields, got {len(fields)}")
     get = {role: (fields[i].strip() if i < len(fields) else None) for role, i in cols.items()}
+    labels = {key: fields[i].strip() for key, i in (attrs or {}).items() if i < len(fields)}
     return Row(
-        where, get["image"] or "", get["mos"], get.get("std"), get.get("split"), get.get("ref")
+        where,
+        get["image"] or "",
+        get["mos"],
+        get.get("std"),
+        get.get("split"),
+        get.get("ref"),
+        attributes=labels,
     )
 
 
@@ -310,6 +434,7 @@ def read_csv_labels(path: Path | str) -> list[Row]:
     reader = csv.reader(io.StringIO(text), delimiter=delim)
     header: list[str] | None = None
     cols: dict[str, int] = {}
+    attrs: dict[str, int] = {}
     rows: list[Row] = []
     try:
         for fields in reader:
@@ -319,8 +444,9 @@ def read_csv_labels(path: Path | str) -> list[Row]:
                 header = fields
                 cols = _map_columns(header)
                 _require(path, cols, header, reader.line_num)
+                attrs = _attribute_columns(header, cols.values())
                 continue
-            rows.append(_row_from_fields(f"{path.name}:{reader.line_num}", fields, cols))
+            rows.append(_row_from_fields(f"{path.name}:{reader.line_num}", fields, cols, attrs))
     except csv.Error as exc:
         raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
     return rows
@@ -332,7 +458,8 @@ def _read_whitespace_table(path: Path, lines: list[tuple[int, str]]) -> list[Row
     header = head.split()
     cols = _map_columns(header)
     _require(path, cols, header, head_no)
-    return [_row_from_fields(f"{path.name}:{no}", line.split(), cols) for no, line in body]
+    attrs = _attribute_columns(header, cols.values())
+    return [_row_from_fields(f"{path.name}:{no}", line.split(), cols, attrs) for no, line in body]
 
 
 _TEXT_LAYOUTS: dict[tuple[int, bool], dict[str, int]] = {
@@ -420,7 +547,16 @@ def _row_from_object(where: str, obj: object) -> Row:
         image = image[0]
     if not isinstance(image, str):
         return Row(where, error=f"image must be a string, got {image!r}")
-    return Row(where, image, value["mos"], value.get("std"), value.get("split"), value.get("ref"))
+    attrs = _attribute_columns([str(k) for k in keys], cols.values())
+    return Row(
+        where,
+        image,
+        value["mos"],
+        value.get("std"),
+        value.get("split"),
+        value.get("ref"),
+        attributes={key: obj[keys[i]] for key, i in attrs.items()},
+    )
 
 
 def read_json(path: Path | str) -> list[Row]:
@@ -567,7 +703,32 @@ def _check_row(
         if ref is None:
             notes.append(f"{row.where}: reference {why}; reference dropped")
     split = (str(row.split).strip() or None) if row.split is not None else None
-    return Sample(image=image, mos=mos, std=std, split=split, ref=ref), notes
+    labels = _check_attributes(row, notes)
+    return Sample(image=image, mos=mos, std=std, split=split, ref=ref, attributes=labels), notes
+
+
+def _check_attributes(row: Row, notes: list[str]) -> dict[str, float]:
+    """The row's attribute labels as floats; empty values are no label, bad ones are noted."""
+    labels: dict[str, float] = {}
+    for key, raw in row.attributes.items():
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        value = _number(raw)
+        if value is None:
+            notes.append(f"{row.where}: {key} label {raw!r} is not a finite number; label dropped")
+        else:
+            labels[key] = value
+    return labels
+
+
+def _attribute_notes(samples: Sequence[Sample]) -> list[str]:
+    """One note per attribute label key that no rubric attribute predicts."""
+    keys = {k for s in samples for k in s.attributes} - set(ATTRIBUTE_KEYS)
+    return [
+        f"attribute label {key!r} is not a rubric attribute ({', '.join(ATTRIBUTE_KEYS)}): "
+        "kept, but no prediction can match it"
+        for key in sorted(keys)
+    ]
 
 
 def validate_rows(
@@ -715,6 +876,7 @@ def load_labels(
     if strict and (problems or suspicious):
         raise _strict_error(labels, problems + suspicious)
     display = bench.display_name if bench else name
+    notes += _attribute_notes(samples)
     ds = Dataset(display, root, samples, rng, higher, notes + suspicious + problems)
     return ds.select(split) if split else ds
 

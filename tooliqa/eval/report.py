@@ -7,10 +7,18 @@ tool calls, per tool, per rubric attribute level) and efficiency figures.
 :func:`write_report` writes it as ``report.md`` and ``report.json`` plus one
 scatter plot per (method, dataset), drawn with Pillow.
 
+Where a dataset has attribute labels (see :mod:`tooliqa.eval.datasets`), its
+groups also get per-attribute metrics (:func:`attribute_metrics`): for each
+labelled attribute, ``n`` (images with both a label and a predicted attribute
+score), SRCC, and PLCC after the same logistic fit as the overall scores, here
+mapping the 1-5 predictions onto that attribute's own label scale. Without
+attribute labels the report has no attribute section at all.
+
 Result row keys: ``run_id, method, dataset, image, mos, mos_norm, score, error,
 tool_calls, tools, tools_ok, rubric, input_tokens, output_tokens, seconds,
-backend``. Run keys: ``run_id, method, dataset, started_at, finished_at, wall_s,
-concurrency, endpoints``.
+backend``, and optionally ``attribute_scores`` and ``attr_labels`` (attribute
+key -> predicted score / human label). Run keys: ``run_id, method, dataset,
+started_at, finished_at, wall_s, concurrency, endpoints``.
 """
 
 from __future__ import annotations
@@ -26,9 +34,17 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .datasets import ATTRIBUTE_KEYS, order_attributes
 from .metrics import FIT_DESCRIPTIONS, FIT_NAMES, LogisticFit, Metrics, evaluate
 
-__all__ = ["build_report", "format_pair", "scatter_plot", "slugify", "write_report"]
+__all__ = [
+    "attribute_metrics",
+    "build_report",
+    "format_pair",
+    "scatter_plot",
+    "slugify",
+    "write_report",
+]
 
 Row = Mapping[str, Any]
 _T = TypeVar("_T")
@@ -185,6 +201,61 @@ def _metric_summary(rows: Sequence[Row], fit: str) -> dict[str, Any]:
     if m is None:
         return {"n": 0, "srcc": None, "plcc": None, "message": "no scored images"}
     return {"n": m.n, "srcc": m.srcc, "plcc": m.plcc, "message": m.message}
+
+
+def _attr_value(row: Row, field: str, key: str) -> float | None:
+    """``row[field][key]`` as a finite float (``field``: attr_labels or attribute_scores)."""
+    values = row.get(field) or {}
+    return _num(values.get(key)) if isinstance(values, Mapping) else None
+
+
+def _attr_column(rows: Sequence[Row], field: str, key: str) -> dict[int, float]:
+    """Row index -> value of attribute ``key`` in ``field``, for the rows that have one."""
+    values = ((i, _attr_value(r, field, key)) for i, r in enumerate(rows))
+    return {i: v for i, v in values if v is not None}
+
+
+def _no_pairs_reason(key: str, rows: Sequence[Row]) -> str:
+    """Why a labelled attribute has no (label, prediction) pair."""
+    if not any(r.get("attribute_scores") for r in rows):
+        return "no attribute scores predicted (run with --attribute-scores)"
+    if key not in ATTRIBUTE_KEYS:
+        return f"{key} is not a rubric attribute; nothing predicts it"
+    if key == "colour":
+        return "no colour scores predicted (asked for in the extended prompt style only)"
+    return f"no {key} scores predicted for the labelled images"
+
+
+def attribute_metrics(
+    rows: Sequence[Row], fit: str = "5pl", bootstrap: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Per attribute with at least one label among ``rows``: metrics of the predicted
+    attribute scores against the labels.
+
+    Each entry is :meth:`Metrics.to_dict` (``n`` counts the images with both a
+    label and a prediction; PLCC after the ``fit`` mapping of the 1-5 predictions
+    onto the label's own scale) plus ``labels`` and ``predicted``, the images
+    with a label and with a prediction. Keys in rubric order, then the others
+    sorted; ``{}`` when no row has attribute labels.
+    """
+    labelled_keys = {k for r in rows for k in (r.get("attr_labels") or {})}
+    out: dict[str, dict[str, Any]] = {}
+    for key in order_attributes(labelled_keys):
+        labels = _attr_column(rows, "attr_labels", key)
+        if not labels:
+            continue
+        preds = _attr_column(rows, "attribute_scores", key)
+        both = [i for i in labels if i in preds]
+        if both:
+            m = evaluate(
+                [preds[i] for i in both], [labels[i] for i in both], fit=fit, bootstrap=bootstrap
+            )
+        else:
+            reason = _no_pairs_reason(key, rows)
+            m = Metrics(0, None, None, None, None, "none", message=reason, fit_requested=fit)
+        entry = m.to_dict()
+        out[key] = {**entry, "labels": len(labels), "predicted": len(preds)}
+    return out
 
 
 # -- sections ----------------------------------------------------------------------
@@ -375,25 +446,32 @@ def build_report(
             warnings.append(f"{method} / {dataset}: {no_mos} scored image(s) lack mos_norm")
         if metrics["message"]:
             warnings.append(f"{method} / {dataset}: {metrics['message']}")
+        attributes = attribute_metrics(rows_u, fit, bootstrap)
+        if attributes and not any(e["predicted"] for e in attributes.values()):
+            warnings.append(
+                f"{method} / {dataset}: attribute labels but no predicted attribute scores "
+                "(run with --attribute-scores)"
+            )
         slug = f"scatter-{slugify(method)}--{slugify(dataset)}"
         base, i = slug, 2
         while slug in used_slugs:
             slug, i = f"{base}-{i}", i + 1
         used_slugs.add(slug)
-        groups.append(
-            {
-                "method": method,
-                "dataset": dataset,
-                "run_ids": _ordered(str(r.get("run_id")) for r in g_runs),
-                "n_rows": len(rows_u),
-                "n_scored": len(scored),
-                "metrics": metrics,
-                "failures": failures,
-                "tool_usage": _tool_usage(scored, fit),
-                "efficiency": _efficiency(all_rows, g_runs),
-                "plot": f"{slug}.png" if scored else None,
-            }
-        )
+        group = {
+            "method": method,
+            "dataset": dataset,
+            "run_ids": _ordered(str(r.get("run_id")) for r in g_runs),
+            "n_rows": len(rows_u),
+            "n_scored": len(scored),
+            "metrics": metrics,
+            "failures": failures,
+            "tool_usage": _tool_usage(scored, fit),
+            "efficiency": _efficiency(all_rows, g_runs),
+            "plot": f"{slug}.png" if scored else None,
+        }
+        if attributes:
+            group["attributes"] = attributes
+        groups.append(group)
 
     table = _table(groups, methods, datasets)
     per_method = {}
@@ -401,7 +479,7 @@ def build_report(
         m_rows = [r for r in rows if str(r.get("method")) == method]
         m_runs = [r for r in runs if str(r.get("method")) == method]
         per_method[method] = _efficiency(m_rows, m_runs)
-    return {
+    report: dict[str, Any] = {
         "fit": fit,
         "fit_description": f"PLCC and RMSE {fit_text}",
         "mos": "MOS normalised to [1, 5] (mos_norm)",
@@ -427,6 +505,17 @@ def build_report(
         ],
         "warnings": warnings,
     }
+    attr_keys = order_attributes(k for g in groups for k in g.get("attributes", {}))
+    if attr_keys:
+        report["attributes"] = {
+            "keys": attr_keys,
+            "description": (
+                "predicted attribute scores (1-5) against the attribute labels, each on its "
+                "own scale, higher better; n counts images with both; SRCC, and PLCC and "
+                f"RMSE {fit_text} onto the label scale"
+            ),
+        }
+    return report
 
 
 def _table(
@@ -477,6 +566,42 @@ def _table(
 # -- markdown ----------------------------------------------------------------------
 
 
+def _with_ci(mt: Mapping[str, Any], name: str) -> str:
+    """``mt[name]`` to 3 decimals, with its bootstrap interval when there is one."""
+    value = _f(mt[name])
+    ci = mt.get("ci") or {}
+    if name in ci and mt[name] is not None:
+        value += f" [{ci[name][0]:.3f}, {ci[name][1]:.3f}]"
+    return value
+
+
+def _attribute_lines(report: Mapping[str, Any], fit_sentence: str) -> list[str]:
+    """The attribute section (none without attribute labels)."""
+    if not report.get("attributes"):
+        return []
+    lines = [
+        "## Attribute scores",
+        "",
+        "Predicted attribute scores (1-5) against the datasets' attribute labels, each label "
+        f"on its own scale, higher better. n: images with both a label and a prediction; "
+        f"SRCC; {fit_sentence} of the predictions onto the label scale.",
+        "",
+        "| Method | Dataset | Attribute | n | Labels | Predicted | SRCC | PLCC | PLCC basis "
+        "| Notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in report["groups"]:
+        for key, e in (g.get("attributes") or {}).items():
+            lines.append(
+                f"| {_md(g['method'])} | {_md(g['dataset'])} | {_md(key)} | {e['n']} | "
+                f"{e['labels']} | {e['predicted']} | {_with_ci(e, 'srcc')} | "
+                f"{_with_ci(e, 'plcc')} | {_md(e['plcc_basis'] or '–')} | "
+                f"{_md(e['message'] or '')} |"
+            )
+    lines.append("")
+    return lines
+
+
 def _markdown(report: Mapping[str, Any]) -> str:
     fit = report["fit"]
     lines: list[str] = ["# Evaluation report", ""]
@@ -523,21 +648,14 @@ def _markdown(report: Mapping[str, Any]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for g in report["groups"]:
         mt = g["metrics"]
-        ci = mt.get("ci") or {}
-
-        def with_ci(name: str, mt: Mapping[str, Any] = mt, ci: Mapping[str, Any] = ci) -> str:
-            value = _f(mt[name])
-            if name in ci and mt[name] is not None:
-                value += f" [{ci[name][0]:.3f}, {ci[name][1]:.3f}]"
-            return value
-
         lines.append(
             f"| {_md(g['method'])} | {_md(g['dataset'])} | {mt['n']} | "
-            f"{g['failures']['count']} | {with_ci('srcc')} | {_f(mt['krcc'])} | "
-            f"{with_ci('plcc')} | {_f(mt['rmse'])} | {_md(mt['plcc_basis'] or '–')} | "
+            f"{g['failures']['count']} | {_with_ci(mt, 'srcc')} | {_f(mt['krcc'])} | "
+            f"{_with_ci(mt, 'plcc')} | {_f(mt['rmse'])} | {_md(mt['plcc_basis'] or '–')} | "
             f"{_md(mt['message'] or '')} |"
         )
     lines.append("")
+    lines += _attribute_lines(report, fit_sentence)
 
     # tool usage
     lines += [

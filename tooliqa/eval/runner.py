@@ -8,6 +8,9 @@ endpoints, writing every Assessment to the store as soon as it is done.
   with exponential backoff; an image that still fails is stored as a
   ``backend`` error, which the next run of the same command retries.
 * Re-running the same command resumes: finished images are skipped.
+* Each image's attribute labels (``Sample.attributes``) are stored with its
+  result, so the report can compare them with the predicted attribute scores
+  (a context with ``attribute_scores=True``).
 """
 
 from __future__ import annotations
@@ -204,7 +207,7 @@ async def run_dataset(
             store.add_result(
                 run_id, dataset.name, sample.image, a, mos=sample.mos,
                 mos_norm=dataset.normalized(sample.mos), seconds=time.perf_counter() - t0,
-                endpoint=ep.label, error_kind=kind, attempts=attempts,
+                endpoint=ep.label, error_kind=kind, attempts=attempts, attr_labels=sample.attributes,
             )  # fmt: skip
             tick()
             failed += a.score is None

@@ -4,6 +4,11 @@ One row per (run, dataset, image), committed as soon as the image is done, in
 WAL mode: a run killed at any point (even ``kill -9``) keeps every finished
 image, and re-running the same command resumes where it stopped. Several
 methods/backends live side by side in one database, each as its own run.
+
+Each row keeps the full Assessment as JSON (its ``attribute_scores`` included)
+and the image's human attribute labels (``attr_labels``, JSON, NULL without
+labels; see :mod:`tooliqa.eval.datasets`). Databases written before that column
+existed get it added, NULL, when opened.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,7 @@ CREATE TABLE IF NOT EXISTS results (
     endpoint      TEXT,
     attempts      INTEGER NOT NULL DEFAULT 1,
     finished_at   REAL NOT NULL,
+    attr_labels   TEXT,
     PRIMARY KEY (run_id, dataset, image)
 );
 """
@@ -90,6 +96,9 @@ class ResultStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable against process kills in WAL mode
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(results)")}
+        if "attr_labels" not in columns:  # a database from before attribute labels
+            self._conn.execute("ALTER TABLE results ADD COLUMN attr_labels TEXT")
         self._conn.commit()
 
     def close(self) -> None:
@@ -191,27 +200,33 @@ class ResultStore:
         endpoint: str | None = None,
         error_kind: str | None = None,
         attempts: int = 1,
+        attr_labels: Mapping[str, float] | None = None,
     ) -> None:
-        """Write one finished image (replacing an earlier backend failure of the same image)."""
+        """Write one finished image (replacing an earlier backend failure of the same image).
+
+        ``attr_labels``: the image's human attribute scores (attribute key -> score).
+        """
         if error_kind is not None and error_kind not in ERROR_KINDS:
             raise ValueError(f"error_kind must be one of {ERROR_KINDS}")
         if assessment.score is None and error_kind is None:
             error_kind = "model"
         u = assessment.usage
+        labels = json.dumps(dict(attr_labels), sort_keys=True) if attr_labels else None
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT INTO results (run_id, dataset, image, mos, mos_norm, score, error, error_kind, assessment,"
-                " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts, finished_at,"
+                " attr_labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(run_id, dataset, image) DO UPDATE SET score = excluded.score, error = excluded.error,"
                 " error_kind = excluded.error_kind, assessment = excluded.assessment,"
                 " input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,"
                 " tool_calls = excluded.tool_calls, seconds = excluded.seconds, endpoint = excluded.endpoint,"
-                " attempts = results.attempts + excluded.attempts, finished_at = excluded.finished_at"
+                " attempts = results.attempts + excluded.attempts, finished_at = excluded.finished_at,"
+                " attr_labels = excluded.attr_labels"
                 " WHERE results.error_kind = 'backend'",
                 (run_id, dataset, image, mos, mos_norm, assessment.score, assessment.error, error_kind,
                  assessment.to_json(), u.input_tokens, u.output_tokens, len(assessment.steps), seconds,
-                 endpoint, attempts, time.time()),
+                 endpoint, attempts, time.time(), labels),
             )  # fmt: skip
 
     def count(self, run_id: str | None = None) -> int:
@@ -228,7 +243,7 @@ class ResultStore:
             return []
         sql = (
             "SELECT run_id, dataset, image, mos, mos_norm, score, error, error_kind, assessment,"
-            " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts"
+            " input_tokens, output_tokens, tool_calls, seconds, endpoint, attempts, attr_labels"
             f" FROM results WHERE run_id IN ({','.join('?' * len(runs))}) ORDER BY run_id, dataset, image"
         )
         with self._lock:
@@ -245,6 +260,8 @@ class ResultStore:
                     "tools_ok": [bool(s.get("ok")) for s in steps], "rubric": a.get("rubric") or {},
                     "input_tokens": r[9], "output_tokens": r[10], "seconds": r[12],
                     "backend": a.get("backend"), "endpoint": r[13], "attempts": r[14], "assessment": a,
+                    "attribute_scores": a.get("attribute_scores") or {},
+                    "attr_labels": json.loads(r[15]) if r[15] else {},
                 }
             )  # fmt: skip
         return out
