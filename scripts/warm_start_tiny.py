@@ -11,8 +11,10 @@ tool-free trajectories with parseable scores; its scores mean nothing.
 
     .venv/bin/python scripts/warm_start_tiny.py [--base .cache/tiny-qwen3vl] [--out DIR]
 
-Deterministic (fixed seeds); an output dir holding a complete build of the same
-recipe is left as it is. The output dir is printed on the last line.
+Deterministic: fixed seeds, deterministic torch kernels, and the rollout
+bridge hands the teacher its turns in conversation order, so two builds on the
+same machine kind give the same weights (the training smoke tests sample from
+them). An output dir holding a complete build of the same recipe is left as it is. The output dir is printed on the last line.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 MARKER = "warm_start.json"
 LEVELS = {
     "Sharpness": ["High", "Medium", "Low"],
@@ -107,6 +109,7 @@ def build(base: Path, out: Path, *, steps: int, conversations: int, force: bool)
         return out
     random.seed(0)
     torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen3VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
     tok = processor.tokenizer

@@ -313,6 +313,11 @@ class TurnBatcher:
     e.g. an all-reduce) a process whose conversations are done keeps joining
     empty generation calls until every process is done, because TRL's vLLM
     server mode gathers prompts collectively.
+
+    Each batch goes out sorted by the callers' ``order`` keys (a conversation's
+    index), not by which conversation happened to ask first: thread timing
+    (image reads, tool nodes) then cannot change what a seeded generator or a
+    scripted teacher gives to which conversation.
     """
 
     def __init__(
@@ -320,17 +325,18 @@ class TurnBatcher:
     ) -> None:
         self.generator = generator
         self.lockstep = lockstep
-        self._pending: list[tuple[GenerationRequest, asyncio.Future[GenerationResult]]] = []
+        self._pending: list[tuple[int, GenerationRequest, asyncio.Future[GenerationResult]]] = []
         self._active = 0
         self._wake: asyncio.Event | None = None
         self.calls = 0
         self.batch_sizes: list[int] = []
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(self, request: GenerationRequest, order: int = 0) -> GenerationResult:
+        """Queue one turn; ``order`` places it in its batch (ties keep arrival order)."""
         if self._wake is None:
             raise BridgeError("TurnBatcher.generate called outside TurnBatcher.run")
         future: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+        self._pending.append((order, request, future))
         self._wake.set()
         return await future
 
@@ -352,7 +358,8 @@ class TurnBatcher:
                 while self._active > 0 and len(self._pending) < self._active:
                     self._wake.clear()
                     await self._wake.wait()
-                batch, self._pending = self._pending, []
+                batch = [(r, f) for _, r, f in sorted(self._pending, key=lambda p: p[0])]
+                self._pending = []
                 if self.lockstep is not None:
                     if not self.lockstep(bool(batch)):
                         if batch:
@@ -402,6 +409,8 @@ class RecordingChatModel(BaseChatModel):
     batcher: Any
     max_new_tokens: int = 512
     ledger: TokenLedger = Field(default_factory=TokenLedger)
+    #: This conversation's place in each generation batch (see :class:`TurnBatcher`).
+    order: int = 0
     backend_name: str = "rollout"
     model_name: str | None = None
 
@@ -476,7 +485,7 @@ class RecordingChatModel(BaseChatModel):
             max_new_tokens=max_new,
             vision=self._vision(),
         )
-        result = await self.batcher.generate(request)
+        result = await self.batcher.generate(request, order=self.order)
         self.ledger.add_model(result)
         ids = list(result.token_ids)
         while ids and ids[-1] in self.renderer.stop_ids:

@@ -183,9 +183,9 @@ class GraphRollout:
         batcher = TurnBatcher(generator, lockstep=lockstep)
         models = [
             RecordingChatModel(
-                renderer=renderer, batcher=batcher, max_new_tokens=self.max_new_tokens
+                renderer=renderer, batcher=batcher, max_new_tokens=self.max_new_tokens, order=i
             )
-            for _ in requests
+            for i in range(len(requests))
         ]
         session = getattr(generator, "session", contextlib.nullcontext)
         with session():

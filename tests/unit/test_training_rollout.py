@@ -383,6 +383,24 @@ class TestTurnBatcher:
         await run_with_timeout(batcher, [conversation(batcher, 2), slow(2)])
         assert gen.sizes == [2, 2]
 
+    async def test_batches_go_out_in_conversation_order_not_arrival_order(self):
+        seen: list[list[int]] = []
+
+        class Recording(FakeGenerator):
+            def generate(self, requests):
+                seen.append([r.input_ids[0] for r in requests])
+                return super().generate(requests)
+
+        batcher = TurnBatcher(Recording())
+
+        async def late(k: int):
+            await asyncio.sleep(0.01 * (4 - k))  # the last conversation asks first
+            for turn in range(2):
+                await batcher.generate(request(10 * k + turn), order=k)
+
+        await run_with_timeout(batcher, [late(k) for k in range(4)])
+        assert seen == [[0, 10, 20, 30], [1, 11, 21, 31]]
+
     async def test_generator_error_reaches_exactly_the_waiting_conversations(self):
         gen = FakeGenerator(fail_on={2})
         batcher = TurnBatcher(gen)
