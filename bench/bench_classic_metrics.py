@@ -1,5 +1,6 @@
-"""Benchmark the classic no-reference metrics (NIQE, BRISQUE, PIQE): speed,
-calibration and agreement with human MOS.
+"""Benchmark the classic no-reference metrics (NIQE, BRISQUE, PIQE) and the simple
+measurement tools (sharpness, noise, ...): speed, calibration and agreement with
+human MOS.
 
 For each chosen metric, single-threaded (set ``OMP_NUM_THREADS=1``):
 
@@ -7,8 +8,8 @@ For each chosen metric, single-threaded (set ``OMP_NUM_THREADS=1``):
   ones (``official_scores.csv``), and seconds per image (median of ``--repeat``
   calls per image, :func:`_timing.median_ms`; median over images);
 * speed on the first ``--speed-images`` 512x512 AGIQA-3K images, the same way;
-* Spearman (SRCC) of ``-metric`` (all three are lower-is-better) against MOS on
-  the chosen AGIQA-3K splits, with seconds per image including JPEG decoding.
+* Spearman (SRCC) of the metric read in its direction (``-x`` for lower-is-better
+  ones) against MOS on the chosen AGIQA-3K splits, with seconds per image including JPEG decoding.
   Where a metric is undefined (NIQE on a flat image) the image is ranked worst,
   and the SRCC without those images is printed too.
 
@@ -41,10 +42,12 @@ from scipy import stats
 
 from tooliqa.tools import piqe as P
 from tooliqa.tools.brisque import VARIANTS, brisque
+from tooliqa.tools.iqa_tools import IQA_METRICS
 from tooliqa.tools.niqe import niqe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-METRICS = ("niqe", "brisque", "piqe")
+METRICS = tuple(IQA_METRICS)
+CLASSIC = ("niqe", "brisque", "piqe")
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -55,7 +58,7 @@ def load_rgb(path: Path) -> np.ndarray:
 def metric_fn(name: str, variant: str) -> Callable[[np.ndarray], float]:
     if name == "brisque":
         return functools.partial(brisque, variant=variant)  # type: ignore[arg-type]
-    return {"niqe": niqe, "piqe": P.piqe}[name]
+    return {"niqe": niqe, "piqe": P.piqe}.get(name) or IQA_METRICS[name].fn
 
 
 def score_or_nan(fn: Callable[[np.ndarray], float], rgb: np.ndarray) -> float:
@@ -147,13 +150,15 @@ def agiqa(metrics: list[str], args: argparse.Namespace) -> None:
             wall = time.perf_counter() - t0
             mos = np.array([float(r["mos"]) for r in part])
             bad = ~np.isfinite(values)
-            srcc = stats.spearmanr(-np.where(bad, np.inf, values), mos).statistic
+            sign = 1.0 if IQA_METRICS[metric].higher_is_better else -1.0
+            srcc = stats.spearmanr(sign * np.where(bad, -sign * np.inf, values), mos).statistic
+            shown = metric if sign > 0 else f"-{metric}"
             line = (
-                f"  {split}: {len(part)} images, SRCC(-{metric}, MOS) {srcc:.4f}, "
+                f"  {split}: {len(part)} images, SRCC({shown}, MOS) {srcc:.4f}, "
                 f"{wall / len(part):.4f} s/image incl. JPEG decode"
             )
             if bad.any():
-                clean = stats.spearmanr(-values[~bad], mos[~bad]).statistic
+                clean = stats.spearmanr(sign * values[~bad], mos[~bad]).statistic
                 line += f" ({int(bad.sum())} undefined, ranked worst; {clean:.4f} without them)"
             print(line)
             out += [(r["name"], split, float(v)) for r, v in zip(part, values, strict=True)]
@@ -182,7 +187,7 @@ def main() -> None:
     if not (SHARED / "calibration").is_dir() or not (SHARED / "agiqa3k").is_dir():
         raise SystemExit(f"needs ../shared/data (calibration/, agiqa3k/) at {SHARED}")
     if not args.no_calibration:
-        calibration(args.metrics, args)
+        calibration([m for m in args.metrics if m in CLASSIC], args)  # official rows exist
     agiqa(args.metrics, args)
 
 

@@ -113,6 +113,9 @@ class Assessment(BaseModel):
     regions: list[dict[str, Any]] = Field(default_factory=list)
     """Distortion regions: ``{box: [x1, y1, x2, y2] (pixels), label, severity, source}``,
     ``source`` one of ``magnifier``, ``answer``, ``piqe`` (see :mod:`tooliqa.graph.regions`)."""
+    query_answer: dict[str, Any] | None = None
+    """With a query: the plan and the answer to it, ``{query, kind, focus, region, tools,
+    answer, verdict, score, evidence}`` (see :mod:`tooliqa.graph.query`)."""
     transcript: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
@@ -178,5 +181,6 @@ class Assessment(BaseModel):
                 *magnifier_regions(state.get("steps") or [], state.get("replies") or []),
                 *(state.get("answer_regions") or []),
             ],
+            query_answer=state.get("query_answer"),
             transcript=transcript(state.get("messages") or []),
         )

@@ -36,7 +36,7 @@ class Context:
         prompt_style: ``paper`` (Appendix A verbatim) or ``extended`` (adds a colour line).
         answer_retries: repair prompts allowed when a final answer has no valid score.
         sampling: extra model call settings (temperature, top_p, max_tokens, seed, ...).
-        score_logprobs: ask the final-answer call for ``logprobs`` (top 5) and report
+        score_logprobs: ask the gate and final-answer calls for ``logprobs`` (top 5) and report
             the expected score and its spread in ``Assessment.uncertainty``
             (see :mod:`tooliqa.graph.uncertainty`).
         attribute_scores: also ask the final answer for a 1-5 score per rubric attribute

@@ -31,6 +31,7 @@ from .parsing import (
     InvalidToolCall,
     Malformed,
     ToolCallAction,
+    json_extras_as_tags,
     message_text,
     parse_action,
     parse_answer,
@@ -42,22 +43,24 @@ from .prompts import (
     FAILURE_PROMPT,
     FINAL_PROMPT,
     GATE_PROMPT,
-    JSON_ANSWER_HINT,
     JSON_RUBRIC_HINT,
     MEASUREMENT_PROMPT,
     OBSERVATION_PROMPT,
     REPAIR_PROMPT,
     SYSTEM_PROMPT,
     answer_json_schema,
+    json_answer_hint,
+    rubric_attributes,
     rubric_json_schema,
     rubric_prompt,
     tools_system_prompt,
 )
+from .query import QueryPlan, plan_query, query_answer
 from .regions import answer_regions
 from .state import State
-from .uncertainty import Unavailable, from_logprobs, logprob_content
+from .uncertainty import from_logprobs, logprob_content
 
-__all__ = ["backend_name", "decide", "finalize", "observe", "quantify", "tool"]
+__all__ = ["backend_name", "decide", "finalize", "observe", "plan", "quantify", "tool"]
 
 
 def backend_name(model: BaseChatModel) -> str:
@@ -144,18 +147,64 @@ def _specs(ctx: Context) -> list[dict[str, Any]]:
     return tool_specs(ctx.enabled_tools, ctx.bbox_convention, strict=ctx.strict_tools)
 
 
-def _with_extras(ctx: Context, text: str) -> str:
-    """``text`` plus the attribute-score / region requests the options ask for."""
-    extras = ctx.answer_extras()
-    return text + "\n" + extras if extras else text
+def _plan(state: State) -> QueryPlan | None:
+    data = state.get("plan")
+    return QueryPlan.from_dict(data) if data else None
 
 
-def _next_turn_text(ctx: Context, rounds_used: int) -> str:
+def _with_extras(ctx: Context, text: str, plan: QueryPlan | None, *, json: bool = False) -> str:
+    """``text`` plus the attribute-score / region / query-answer requests the options and
+    the query ask for (``json``: the turn is answered with a JSON object, whose hint
+    already names them)."""
+    if json:
+        return text
+    extras = [ctx.answer_extras(), plan.answer_request() if plan else ""]
+    tail = "\n".join(e for e in extras if e)
+    return text + "\n" + tail if tail else text
+
+
+def _json_hint(ctx: Context, plan: QueryPlan | None) -> str:
+    return json_answer_hint(
+        attributes=rubric_attributes(ctx.prompt_style) if ctx.attribute_scores else (),
+        regions=ctx.report_regions,
+        query_answer=plan is not None,
+        convention=ctx.bbox_convention,
+    )
+
+
+def _answer_schema(ctx: Context, plan: QueryPlan | None) -> tuple[str, dict[str, Any]] | None:
+    if not ctx.structured_output:
+        return None
+    schema = answer_json_schema(
+        attributes=rubric_attributes(ctx.prompt_style) if ctx.attribute_scores else (),
+        regions=ctx.report_regions,
+        query_answer=plan is not None,
+    )
+    return ("final_answer", schema)
+
+
+def _next_turn_text(ctx: Context, rounds_used: int, plan: QueryPlan | None) -> str:
     """The gate while tool rounds remain, else the demand for a final answer."""
     if ctx.tools_available and rounds_used < ctx.max_tool_rounds:
-        return _with_extras(ctx, GATE_PROMPT)
-    text = FINAL_PROMPT + ("\n" + JSON_ANSWER_HINT if ctx.structured_output else "")
-    return _with_extras(ctx, text)
+        return _with_extras(ctx, GATE_PROMPT, plan)
+    if ctx.structured_output:
+        return FINAL_PROMPT + "\n" + _json_hint(ctx, plan)
+    return _with_extras(ctx, FINAL_PROMPT, plan)
+
+
+async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Read the user's question and plan around it (see :mod:`tooliqa.graph.query`):
+    what it asks, which attributes and region, which tools gather the evidence."""
+    ctx = runtime.context
+    enabled = ctx.enabled_tools if ctx.tools_available else ()
+    query_plan = plan_query(str(state.get("query") or ""), enabled)
+    _emit(runtime, {"type": "plan", "plan": query_plan.as_dict()})
+    return {"plan": query_plan.as_dict()}
+
+
+def route_start(state: State) -> Literal["plan", "observe"]:
+    """Questions are planned first; plain assessments go straight to ``observe``."""
+    return "plan" if (state.get("query") or "").strip() else "observe"
 
 
 async def observe(
@@ -172,6 +221,9 @@ async def observe(
     if ctx.tool_protocol == "text" and ctx.tools_available:
         system += "\n\n" + tools_system_prompt(_specs(ctx))
     text = rubric_prompt(ctx.prompt_style, state.get("query"))
+    query_plan = _plan(state)
+    if query_plan is not None:
+        text += "\n" + query_plan.instructions()
     if ctx.structured_output:
         text += "\n" + JSON_RUBRIC_HINT
     first = HumanMessage(
@@ -187,7 +239,7 @@ async def observe(
     rubric = parse_rubric(note)
     errors = [] if rubric else ["rubric note could not be parsed"]
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
-    gate = HumanMessage(content=_next_turn_text(ctx, 0))
+    gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
     update = {
         "messages": [*messages, reply, gate],
         "image_info": {
@@ -207,9 +259,13 @@ async def observe(
     return Command(update=update, goto="decide" if ctx.tools_available else "quantify")
 
 
-def _answer_extras(reply: AIMessage, ctx: Context, state: State) -> dict[str, Any]:
-    """Attribute scores and answer regions (pixels) from a reply, as the options ask."""
+def _answer_extras(
+    reply: AIMessage, ctx: Context, state: State, score: float | None
+) -> dict[str, Any]:
+    """Attribute scores, answer regions (pixels) and the query answer from a reply, as
+    the options and the query ask."""
     text = message_text(reply)
+    text += "\n" + json_extras_as_tags(text)
     update: dict[str, Any] = {"errors": []}
     if ctx.attribute_scores:
         scores, notes = parse_attribute_scores(text)
@@ -225,30 +281,38 @@ def _answer_extras(reply: AIMessage, ctx: Context, state: State) -> dict[str, An
         )
         update["answer_regions"] = regions
         update["errors"] += notes + dropped
+    query_plan = _plan(state)
+    if query_plan is not None:
+        answered, notes = query_answer(
+            query_plan,
+            text,
+            score=score,
+            rubric=state.get("rubric") or {},
+            steps=state.get("steps") or [],
+            attribute_scores=update.get("attribute_scores") or {},
+        )
+        update["query_answer"] = answered
+        update["errors"] += notes
     return update
 
 
 def _answer_update(
-    action: AnswerAction, reply: AIMessage, ctx: Context, state: State, *, asked: bool
+    action: AnswerAction, reply: AIMessage, ctx: Context, state: State
 ) -> dict[str, Any]:
     """State update for an answer; with ``score_logprobs`` also the score distribution
-    from the reply's token logprobs (``asked``: this call requested them); with
-    ``attribute_scores``/``report_regions`` what the reply gave for them."""
+    from the reply's token logprobs (the gate and the answer calls both ask for them);
+    with ``attribute_scores``/``report_regions``/a query what the reply gave for them."""
     notes = ["score read leniently (no <answer> tag)"] if action.lenient else []
     update: dict[str, Any] = {
         "score": action.score,
         "rationale": action.rationale,
         "answer": action.answer_text,
-        **_answer_extras(reply, ctx, state),
+        **_answer_extras(reply, ctx, state, action.score),
     }
     update["errors"] = notes + update["errors"]
     if ctx.score_logprobs:
         content = logprob_content(reply.response_metadata)
-        if content is None and not asked:
-            reason = "the answer came from the gate turn, which is not asked for logprobs"
-            update["uncertainty"] = Unavailable(reason).as_dict()
-        else:
-            update["uncertainty"] = from_logprobs(content, action.score).as_dict()
+        update["uncertainty"] = from_logprobs(content, action.score).as_dict()
     return update
 
 
@@ -257,7 +321,9 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
     ctx = runtime.context
     t0 = time.perf_counter()
     tools = _specs(ctx) if ctx.tool_protocol == "native" else None
-    reply, usage, model_s = await _call_model(ctx, state["messages"], tools=tools)
+    reply, usage, model_s = await _call_model(
+        ctx, state["messages"], tools=tools, logprobs=ctx.score_logprobs
+    )
     action = parse_action(reply)
     update: dict[str, Any] = {"messages": [reply], "usage": usage}
     if state.get("rounds"):
@@ -269,7 +335,7 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
         }
         goto: Literal["tool", "quantify"] = "tool"
     elif isinstance(action, AnswerAction):
-        update.update(_answer_update(action, reply, ctx, state, asked=False))
+        update.update(_answer_update(action, reply, ctx, state))
         update["pending"] = None
         goto = "quantify"
     else:
@@ -358,7 +424,7 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
     }
     _emit(runtime, {"type": "tool", "step": step})
     at_limit = rounds >= ctx.max_tool_rounds
-    follow_up = _next_turn_text(ctx, rounds)
+    follow_up = _next_turn_text(ctx, rounds, _plan(state))
     update = {
         "messages": _tool_messages(pending, result, follow_up, ctx.max_tool_rounds - rounds),
         "steps": [step],
@@ -380,14 +446,18 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
     repairs_left = ctx.answer_retries
     pending = state.get("pending") or {}
     reason = pending.get("reason") if pending.get("kind") == "malformed" else None
-    schema = ("final_answer", answer_json_schema()) if ctx.structured_output else None
+    query_plan = _plan(state)
+    schema = _answer_schema(ctx, query_plan)
     while True:
         if reason is not None:
             if repairs_left == 0:
                 update["errors"].append("no valid score after the repair prompt(s)")
                 return update, new
             repairs_left -= 1
-            repair = HumanMessage(content=_with_extras(ctx, REPAIR_PROMPT.format(reason=reason)))
+            text = REPAIR_PROMPT.format(reason=reason)
+            if ctx.structured_output:
+                text += "\n" + _json_hint(ctx, query_plan)
+            repair = HumanMessage(content=_with_extras(ctx, text, query_plan))
             messages.append(repair)
             new.append(repair)
         reply, usage, model_s = await _call_model(
@@ -404,7 +474,7 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
             )
         parsed = parse_answer(message_text(reply))
         if isinstance(parsed, AnswerAction):
-            answered = _answer_update(parsed, reply, ctx, state, asked=True)
+            answered = _answer_update(parsed, reply, ctx, state)
             update["errors"] += answered.pop("errors")
             update.update(answered)
             return update, new

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidToolCall",
     "Malformed",
     "ToolCallAction",
+    "json_extras_as_tags",
     "message_text",
     "parse_action",
     "parse_answer",
@@ -47,7 +48,7 @@ _KEYWORD_RE = re.compile(
 _NUMBER_RE = re.compile(_NUM)
 _ATTRIBUTES_RE = re.compile(_TAG.format("attributes"), re.S | re.I)
 _REGIONS_RE = re.compile(_TAG.format("regions"), re.S | re.I)
-_EXTRAS_RE = re.compile(r"<(attributes|regions)>.*?(?:</\1>|$)", re.S | re.I)
+_EXTRAS_RE = re.compile(r"<(attributes|regions|query_answer)>.*?(?:</\1>|$)", re.S | re.I)
 
 
 @dataclass
@@ -168,9 +169,33 @@ def parse_score(text: str) -> tuple[float | None, str]:
     return round(value, 4), ""
 
 
+def json_extras_as_tags(text: str) -> str:
+    """A structured (JSON) answer's ``attributes``, ``regions`` and ``query_answer``
+    written as the tag blocks the parsers read (``""`` when there are none), so JSON and
+    free-text answers go through the same parsing.
+
+    >>> json_extras_as_tags('{"score": 3, "attributes": {"noise": 4}, "query_answer": "No."}')
+    '<attributes>noise: 4</attributes>\\n<query_answer>No.</query_answer>'
+    """
+    obj = _json_object(text) if "{" in (text or "") else None
+    if obj is None:
+        return ""
+    parts = []
+    attrs = obj.get("attributes")
+    if isinstance(attrs, dict):
+        parts.append(
+            "<attributes>" + "; ".join(f"{k}: {v}" for k, v in attrs.items()) + "</attributes>"
+        )
+    if isinstance(obj.get("regions"), list):
+        parts.append("<regions>" + json.dumps(obj["regions"]) + "</regions>")
+    if isinstance(obj.get("query_answer"), str):
+        parts.append("<query_answer>" + obj["query_answer"] + "</query_answer>")
+    return "\n".join(parts)
+
+
 def strip_extras(text: str) -> str:
-    """The reply without its ``<attributes>`` and ``<regions>`` blocks (their numbers
-    are not the score)."""
+    """The reply without its ``<attributes>``, ``<regions>`` and ``<query_answer>``
+    blocks (their numbers are not the score)."""
     return _EXTRAS_RE.sub(" ", text or "")
 
 

@@ -168,17 +168,89 @@ def rubric_json_schema(note_chars: int = 80) -> dict[str, Any]:
     }
 
 
-def answer_json_schema(thinking_chars: int = 200) -> dict[str, Any]:
-    """JSON schema for a final answer under structured outputs."""
+#: Region labels and severities the answer may use (as in :data:`REGIONS_PROMPT`).
+REGION_LABELS: tuple[str, ...] = ("blur", "noise", "artifact", "exposure", "colour")
+REGION_SEVERITIES: tuple[str, ...] = ("minor", "moderate", "severe")
+
+
+def answer_json_schema(
+    thinking_chars: int = 200,
+    *,
+    attributes: tuple[str, ...] = (),
+    regions: bool = False,
+    query_answer: bool = False,
+    max_regions: int = 8,
+) -> dict[str, Any]:
+    """JSON schema for a final answer under structured outputs.
+
+    With the options it also has ``attributes`` (one 1-5 number per rubric attribute
+    key), ``regions`` (a list of ``{bbox, label, severity}``) and ``query_answer``
+    (text); every property is required, as strict schemas demand.
+    """
+    props: dict[str, Any] = {
+        "thinking": {"type": "string", "maxLength": thinking_chars},
+        "score": {"type": "number", "minimum": 1, "maximum": 5},
+    }
+    if attributes:
+        props["attributes"] = {
+            "type": "object",
+            "properties": {k: {"type": "number", "minimum": 1, "maximum": 5} for k in attributes},
+            "required": list(attributes),
+            "additionalProperties": False,
+        }
+    if regions:
+        props["regions"] = {
+            "type": "array",
+            "maxItems": max_regions,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "bbox": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                    },
+                    "label": {"type": "string", "enum": list(REGION_LABELS)},
+                    "severity": {"type": "string", "enum": list(REGION_SEVERITIES)},
+                },
+                "required": ["bbox", "label", "severity"],
+                "additionalProperties": False,
+            },
+        }
+    if query_answer:
+        props["query_answer"] = {"type": "string", "maxLength": 2 * thinking_chars}
     return {
         "type": "object",
-        "properties": {
-            "thinking": {"type": "string", "maxLength": thinking_chars},
-            "score": {"type": "number", "minimum": 1, "maximum": 5},
-        },
-        "required": ["thinking", "score"],
+        "properties": props,
+        "required": list(props),
         "additionalProperties": False,
     }
+
+
+def json_answer_hint(
+    *,
+    attributes: tuple[str, ...] = (),
+    regions: bool = False,
+    query_answer: bool = False,
+    convention: str = "rel1000",
+) -> str:
+    """:data:`JSON_ANSWER_HINT`, naming the extra keys :func:`answer_json_schema` asks for."""
+    extra = []
+    if attributes:
+        extra.append(
+            '"attributes": {' + ", ".join(f'"{k}": X.X' for k in attributes) + "} (1.0-5.0 each)"
+        )
+    if regions:
+        extra.append(
+            '"regions": [{"bbox": [x1, y1, x2, y2], "label": "...", "severity": "..."}] '
+            f"(distorted regions, boxes in {BBOX_CONVENTION_TEXT[convention]}; [] if none)"
+        )
+    if query_answer:
+        extra.append('"query_answer": "..." (your answer to the user\'s question, with evidence)')
+    if not extra:
+        return JSON_ANSWER_HINT
+    return JSON_ANSWER_HINT + " Also include " + "; ".join(extra) + "."
 
 
 def rubric_attributes(style: str = "paper") -> tuple[str, ...]:

@@ -19,7 +19,13 @@ from typing import Any
 
 from tooliqa.tools import ToolArgumentError, bbox_to_pixels
 
-__all__ = ["DISTORTION_WORDS", "answer_regions", "distortion_label", "magnifier_regions"]
+__all__ = [
+    "DISTORTION_WORDS",
+    "NEGATIONS",
+    "answer_regions",
+    "distortion_label",
+    "magnifier_regions",
+]
 
 #: Label → words that name it (matched at word starts, case-insensitive).
 DISTORTION_WORDS: dict[str, tuple[str, ...]] = {
@@ -35,13 +41,36 @@ _WORD_RE = {
 }
 
 
+#: Words that negate a distortion named within the next three words ("no visible noise").
+NEGATIONS = ("no", "not", "without", "free of", "lacks", "lacking", "absence of", "nor", "never")
+_NEGATION_RE = re.compile(
+    r"\b(?:" + "|".join(re.escape(w) for w in NEGATIONS) + r")\b(?:\W+\w+){0,2}\W*$", re.I
+)
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether a negation word comes at most three words before ``start``, in the
+    same clause."""
+    clause = re.split(r"[.;:!?,]|\bbut\b", text[:start])[-1]
+    return bool(_NEGATION_RE.search(clause))
+
+
 def distortion_label(text: str) -> str | None:
-    """The distortion named first in ``text`` (negations are not understood).
+    """The distortion named first in ``text`` and not negated just before it ("no
+    noise", "free of blur", "not blurry" do not count).
 
     >>> distortion_label("The zoomed patch shows heavy JPEG blocking and some noise.")
     'artifact'
+    >>> distortion_label("No visible noise here, but the edges are soft.")
+    'blur'
     """
-    found = [(m.start(), label) for label, rx in _WORD_RE.items() if (m := rx.search(text or ""))]
+    text = text or ""
+    found = []
+    for label, rx in _WORD_RE.items():
+        for m in rx.finditer(text):
+            if not _negated(text, m.start()):
+                found.append((m.start(), label))
+                break
     return min(found)[1] if found else None
 
 

@@ -52,6 +52,8 @@ class State(InputState, total=False):
     uncertainty: dict[str, Any] | None
     attribute_scores: dict[str, float]
     answer_regions: list[dict[str, Any]]
+    plan: dict[str, Any] | None
+    query_answer: dict[str, Any] | None
     replies: Annotated[list[dict[str, Any]], operator.add]
     forced_answer: bool
     usage: Annotated[dict[str, int], merge_counts]

@@ -1,4 +1,8 @@
-"""Fit the 5-parameter logistics that map NIQE, BRISQUE and PIQE to a 1–5 score.
+"""Fit the 5-parameter logistics that map the measurement tools to a 1–5 score.
+
+The tools are NIQE, BRISQUE, PIQE and the classic backend's simple measures
+(sharpness, noise, blockiness, contrast, colourfulness, exposure error; see
+``tooliqa.tools.iqa_tools.IQA_METRICS``).
 
 As in AgenticIQA (classic tools "normalised by a five-parameter logistic"), each
 metric's raw value ``x`` is mapped to the quality scale with::
@@ -9,10 +13,15 @@ fitted by least squares to the AGIQA-3K quality MOS rescaled linearly from
 ``[0, 4.49]`` (the database's range) to ``[1, 5]``. Only the ``dev`` split is fitted;
 ``test`` is scored afterwards with the dev parameters, for reporting only.
 
-All three metrics are lower-is-better, so their curves must decrease. The fit uses
-:func:`tooliqa.eval.metrics.fit_logistic`, which is constrained to be
-non-decreasing, on ``-x``; substituting back gives the same formula in ``x`` with
-``b2 <= 0`` and ``b4 <= 0`` (a non-increasing curve).
+Each curve is monotone. Its direction follows the sign of the measure's Spearman
+correlation with the MOS on ``dev``: NIQE, BRISQUE and PIQE decrease, as their
+meaning says; a simple measure whose AGIQA-3K correlation runs against its meaning
+(``IqaMetric.higher_is_better``) gets the curve the data support, and the JSON
+records ``"agrees_with_meaning": false`` so the tool can say so (on AI-generated
+images, Immerkær's noise estimate rises with fine texture, which raters liked).
+The fit uses :func:`tooliqa.eval.metrics.fit_logistic`, which is constrained to be
+non-decreasing: on ``x`` for increasing curves, on ``-x`` for decreasing ones;
+substituting back gives the same formula in ``x`` with ``b2 <= 0`` and ``b4 <= 0``.
 
 Raw values come from ``--cache-dir`` (``<metric>_agiqa.csv``: ``name,split,<metric>``,
 as written by ``bench/bench_classic_metrics.py --csv``) when it covers every image,
@@ -44,26 +53,31 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "agiqa3k"
 OUT_JSON = REPO / "tools" / "data" / "classic_iqa_logistic.json"
 MOS_MIN, MOS_MAX = 0.0, 4.49  # AGIQA-3K quality MOS range (see the data README)
-METRICS = ("niqe", "brisque", "piqe")
+from tooliqa.tools.iqa_tools import IQA_METRICS  # noqa: E402
+
+METRICS = tuple(IQA_METRICS)
 FORMULA = "score = clip(b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5, 1, 5)"
 
 sys.path.insert(0, str(REPO))  # allow running from a checkout without installing
 
 from tooliqa.eval.metrics import fit_logistic, logistic_5pl, plcc, rmse, srcc  # noqa: E402
-from tooliqa.tools.brisque import brisque  # noqa: E402
-from tooliqa.tools.niqe import niqe  # noqa: E402
-from tooliqa.tools.piqe import piqe  # noqa: E402
 
-FUNCTIONS: dict[str, Callable[[np.ndarray], float]] = {
-    "niqe": niqe,
-    "brisque": brisque,  # default variant: "live" (the authors' release)
-    "piqe": piqe,
-}
 DETAILS = {
     "niqe": "NIQE (Mittal et al. 2013), authors' pristine model, tooliqa.tools.niqe.niqe",
     "brisque": "BRISQUE (Mittal et al. 2012), variant 'live', tooliqa.tools.brisque.brisque",
     "piqe": "PIQE (Venkatanath et al. 2015), tooliqa.tools.piqe.piqe",
 }
+
+
+def function(metric: str) -> Callable[[np.ndarray], float]:
+    return IQA_METRICS[metric].fn  # brisque: default variant "live" (the authors' release)
+
+
+def details(metric: str) -> str:
+    m = IQA_METRICS[metric]
+    return DETAILS.get(metric) or (
+        f"{m.title}, tooliqa.tools.{m.module or metric}.{m.function or metric}"
+    )
 
 
 def read_labels(data: Path) -> list[dict[str, str]]:
@@ -78,7 +92,7 @@ def _measure(job: tuple[str, str]) -> float:
     with Image.open(path) as im:
         rgb = np.asarray(im.convert("RGB"))
     try:
-        return float(FUNCTIONS[metric](rgb))
+        return float(function(metric)(rgb))
     except ValueError:  # NIQE is undefined on flat (e.g. all-black) images
         return math.nan
 
@@ -118,12 +132,14 @@ def score(x: np.ndarray, beta: list[float]) -> np.ndarray:
     return np.clip(logistic_5pl(x, *beta), 1.0, 5.0)
 
 
-def fit_metric(x: np.ndarray, target: np.ndarray) -> list[float]:
-    """5PL ``raw -> target``, non-increasing in ``raw`` (all three are lower-is-better)."""
-    fit = fit_logistic(-x, target, params=5)
+def fit_metric(x: np.ndarray, target: np.ndarray, higher_is_better: bool = False) -> list[float]:
+    """5PL ``raw -> target``, monotone in the measure's direction."""
+    fit = fit_logistic(x if higher_is_better else -x, target, params=5)
     if not fit.ok or fit.params is None:
         raise SystemExit(f"logistic fit failed: {fit.message}")
     b1, b2, b3, b4, b5 = fit.params
+    if higher_is_better:
+        return [b1, b2, b3, b4, b5]
     # f(-x) with the increasing fit: b1 (expit(-b2 (x + b3)) - 0.5) - b4 x + b5
     return [b1, -b2, -b3, -b4, b5]
 
@@ -159,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         x = raw_values(metric, data, rows, args.cache_dir, args.workers)
         finite = np.isfinite(x)
         dev, test = (split == "dev") & finite, (split == "test") & finite
-        beta = fit_metric(x[dev], target[dev])
+        meaning_up = IQA_METRICS[metric].higher_is_better
+        up = float(srcc(x[dev], mos[dev]) or 0.0) > 0
+        beta = fit_metric(x[dev], target[dev], up)
         undefined = sorted(str(n) for n in names[~finite])
         metrics[metric] = {
-            "description": DETAILS[metric],
-            "direction": "lower_is_better",
-            "curve": "decreasing",
+            "description": details(metric),
+            "direction": "higher_is_better" if meaning_up else "lower_is_better",
+            "curve": "increasing" if up else "decreasing",
+            "agrees_with_meaning": up == meaning_up,
             "beta": [float(b) for b in beta],
             "raw_range_dev": [float(x[dev].min()), float(x[dev].max())],
             "dev_fit": _quality(score(x[dev], beta), mos[dev], target[dev]),
@@ -176,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             },
             "undefined_images": undefined,
         }
-    metrics["niqe"]["variant"] = None
-    metrics["brisque"]["variant"] = "live"
-    metrics["piqe"]["variant"] = None
+    for metric in metrics:
+        metrics[metric]["variant"] = "live" if metric == "brisque" else None
 
     args_text = " ".join(argv if argv is not None else sys.argv[1:])
     doc = {
@@ -186,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         "formula": FORMULA,
         "target": f"AGIQA-3K quality MOS rescaled linearly from [{MOS_MIN}, {MOS_MAX}] to [1, 5]",
         "fit": (
-            "least squares with tooliqa.eval.metrics.fit_logistic(-x, target, params=5) "
-            "(monotone non-decreasing in -x), then b2, b3, b4 negated to express it in x"
+            "least squares with tooliqa.eval.metrics.fit_logistic(x, target, params=5) "
+            "(monotone non-decreasing) where the dev SRCC of x is positive; else on -x, "
+            "then b2, b3, b4 negated to express it in x"
         ),
         "srcc_note": "SRCC against the raw MOS; PLCC and RMSE of the clipped score against the target",
         "undefined": (
@@ -209,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"{'metric':8s} {'b1':>9s} {'b2':>9s} {'b3':>9s} {'b4':>9s} {'b5':>8s}"
+        f"{'metric':14s} {'b1':>9s} {'b2':>9s} {'b3':>9s} {'b4':>9s} {'b5':>8s}"
         f" | {'dev n':>5s} {'SRCC':>7s} {'PLCC':>7s} {'RMSE':>6s} | {'test n':>6s} {'SRCC':>7s} {'PLCC':>7s}"
     )
     for metric, m in metrics.items():
         b, d, t = m["beta"], m["dev_fit"], m["test_report"]
         print(
-            f"{metric:8s} "
+            f"{metric:14s} "
             + " ".join(f"{v:9.4g}" for v in b[:4])
             + f" {b[4]:8.4g} | {d['n']:5d} {d['srcc']:7.4f} {d['plcc']:7.4f} {d['rmse']:6.4f}"
             f" | {t['n']:6d} {t['srcc']:7.4f} {t['plcc']:7.4f}"

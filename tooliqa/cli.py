@@ -36,11 +36,16 @@ def _assess_parser(sub: Any) -> None:
         default="magnifier,gamma_corrector",
         help=(
             "comma-separated tools to enable ('' for none): the paper's views magnifier, "
-            "gamma_corrector (default) and the measurements niqe, brisque, piqe "
-            "(raw value and a 1-5 score)"
+            "gamma_corrector (default) and the measurements niqe, brisque, piqe, sharpness, "
+            "noise, blockiness, contrast, colourfulness, exposure_error (raw value and a "
+            "1-5 score)"
         ),
     )
-    p.add_argument("--query", help="a question about the image(s) to answer alongside the score")
+    p.add_argument(
+        "--query",
+        help="a question about the image(s), e.g. 'Is the sky noisy?' or 'rate only the "
+        "sharpness': the graph plans around it and answers it with evidence (query_answer)",
+    )
     p.add_argument("--concurrency", type=int, default=4, help="images assessed at once (default 4)")
     p.add_argument("--max-pixels", type=int, help="pixel budget of each image sent to the model")
     p.add_argument(
@@ -255,6 +260,10 @@ def _human(a: Any) -> str:
         line += "  scores: " + ", ".join(f"{k}={v:.1f}" for k, v in a.attribute_scores.items())
     if a.regions:
         line += f"  regions: {len(a.regions)}"
+    qa = a.query_answer
+    if qa:
+        rated = f" ({qa['score_of']} only)" if qa.get("score_of", "overall") != "overall" else ""
+        line += f"{rated}\n  Q: {qa['query']}\n  A: {qa.get('answer') or '(no answer)'}"
     return line
 
 

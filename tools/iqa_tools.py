@@ -1,16 +1,21 @@
-"""Classic no-reference IQA metrics as measurement tools: NIQE, BRISQUE, PIQE.
+"""Classic no-reference IQA measurements as tools: NIQE, BRISQUE, PIQE and the
+classic backend's simple measures (sharpness, noise, blockiness, contrast,
+colourfulness, exposure error).
 
-A measurement tool returns numbers, not a view: the metric's raw value on the whole
+A measurement tool returns numbers, not a view: the measure's raw value on the whole
 ORIGINAL image (or on a region given as ``bbox``, in the magnifier's conventions) and
 a 1–5 quality score from the five-parameter logistic of AgenticIQA's tool
 normalisation::
 
     score = clip(b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5, 1, 5)
 
-with ``b1..b5`` fitted per metric on the AGIQA-3K ``dev`` split
+with ``b1..b5`` fitted per measure on the AGIQA-3K ``dev`` split
 (``data/classic_iqa_logistic.json``, written by
 ``scripts/fit_classic_iqa_logistic.py``, which records the fit quality and its
-provenance). All three metrics are lower-is-better, so each curve decreases.
+provenance). Each curve is monotone in the direction the measure is read
+(:attr:`IqaMetric.higher_is_better`): NIQE, BRISQUE, PIQE, noise, blockiness and
+exposure error are lower-is-better; sharpness, contrast and colourfulness
+higher-is-better.
 
 Where a metric is undefined (NIQE on a region under 96 x 96 pixels or without a
 textured 96 x 96 patch, e.g. an all-black image) :func:`measure` raises
@@ -40,6 +45,7 @@ from .views import BBoxConvention, ToolArgumentError, bbox_to_pixels, crop
 __all__ = [
     "IQA_METRICS",
     "LOGISTIC_FILE",
+    "SIMPLE_METRICS",
     "IqaMetric",
     "Logistic",
     "MeasureArgs",
@@ -56,21 +62,39 @@ _SOURCE = "a 5-parameter logistic fitted to AGIQA-3K dev"
 
 @dataclass(frozen=True)
 class IqaMetric:
-    """One classic metric: where its implementation lives and how to describe it to the model.
+    """One measurement: where its implementation lives and how to describe it to the model.
 
-    The metric modules (scipy.ndimage, parameter files) are imported on first use, not
-    when ``tooliqa.tools`` is imported: most runs never call them.
+    The implementing modules (scipy.ndimage, parameter files) are imported on first
+    use, not when ``tooliqa.tools`` is imported: most runs never call them.
     """
 
-    name: str  # also the module of this package that holds the function ``name``
+    name: str
     title: str
-    min_side: int  # the module's smallest image side (a test checks they agree)
+    min_side: int  # the implementation's smallest image side (a test checks they agree)
     summary: str
+    module: str = ""  # module of this package holding the function (default: ``name``)
+    function: str = ""  # the function ``rgb -> float`` (default: ``name``)
+    higher_is_better: bool = False
 
     @property
     def fn(self) -> Callable[[np.ndarray], float]:
-        module = importlib.import_module(f".{self.name}", __package__)
-        return getattr(module, self.name)
+        module = importlib.import_module(f".{self.module or self.name}", __package__)
+        return getattr(module, self.function or self.name)
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+#: The classic backend's measures (:mod:`.measures`) as tools, next to the three metrics.
+SIMPLE_METRICS: tuple[str, ...] = (
+    "sharpness",
+    "noise",
+    "blockiness",
+    "contrast",
+    "colourfulness",
+    "exposure_error",
+)
 
 
 IQA_METRICS: dict[str, IqaMetric] = {
@@ -97,6 +121,64 @@ IQA_METRICS: dict[str, IqaMetric] = {
         "PIQE (Perception based Image Quality Evaluator): share of 16x16 blocks with "
         "blocking artifacts or noise; lower is better, 0-100",
     ),
+    "sharpness": IqaMetric(
+        "sharpness",
+        "Sharpness index",
+        8,
+        "Sharpness index: RMS of the Laplacian over the mean gradient, a "
+        "contrast-independent measure of how fine the edges are; higher is sharper, "
+        "about 1-3 for blurred and 4-8 for crisp images",
+        module="measures",
+        function="sharpness_index",
+        higher_is_better=True,
+    ),
+    "noise": IqaMetric(
+        "noise",
+        "Noise sigma",
+        8,
+        "Noise sigma: Immerkaer's estimate of the luminance noise standard deviation in "
+        "grey levels (0-255); lower is better, under 2 is clean, over 4.5 heavy",
+        module="measures",
+        function="noise_level",
+    ),
+    "blockiness": IqaMetric(
+        "blockiness",
+        "Blockiness",
+        16,
+        "Blockiness: luminance steps across 8x8 block boundaries over those inside "
+        "blocks (JPEG blocking); lower is better, 1.0 means none, over 1.75 severe",
+        module="measures",
+        function="blockiness_level",
+    ),
+    "contrast": IqaMetric(
+        "contrast",
+        "RMS contrast",
+        8,
+        "RMS contrast: standard deviation of the luminance over 255; higher is more "
+        "contrast, under 0.1 is flat",
+        module="measures",
+        function="rms_contrast",
+        higher_is_better=True,
+    ),
+    "colourfulness": IqaMetric(
+        "colourfulness",
+        "Colourfulness",
+        8,
+        "Colourfulness (Hasler-Suesstrunk): spread and mean of the opponent colour "
+        "channels; higher is more colourful, under 10 is dull, 30-90 natural",
+        module="measures",
+        function="colourfulness",
+        higher_is_better=True,
+    ),
+    "exposure_error": IqaMetric(
+        "exposure_error",
+        "Exposure error",
+        8,
+        "Exposure error: distance of the mean luminance from 0.45 plus the fractions of "
+        "clipped shadows and highlights; lower is better, 0 is balanced",
+        module="measures",
+        function="exposure_error",
+    ),
 }
 
 
@@ -107,6 +189,10 @@ class Logistic:
     metric: str
     beta: tuple[float, float, float, float, float]
     direction: str
+    curve: str = "decreasing"
+    agrees_with_meaning: bool = True
+    """False where AGIQA-3K's ratings run against the measure's meaning (the curve then
+    follows the ratings; the tool message says so)."""
 
     def __call__(self, raw: float) -> float:
         return score_from_beta(raw, self.beta)
@@ -134,7 +220,13 @@ def load_logistic(path: str | None = None) -> dict[str, Logistic]:
         b = tuple(float(v) for v in entry["beta"])
         if len(b) != 5:
             raise ValueError(f"{name}: expected 5 logistic parameters, got {len(b)}")
-        out[name] = Logistic(name, (b[0], b[1], b[2], b[3], b[4]), str(entry["direction"]))
+        out[name] = Logistic(
+            name,
+            (b[0], b[1], b[2], b[3], b[4]),
+            str(entry["direction"]),
+            str(entry.get("curve", "decreasing")),
+            bool(entry.get("agrees_with_meaning", True)),
+        )
     return out
 
 
@@ -176,10 +268,18 @@ class Measurement:
             where = (
                 f"region x {x1}-{x2}, y {y1}-{y2} (pixels of the {self.width}x{self.height} image)"
             )
-        return (
-            f"{m.title} {self.raw:.2f} (lower is better) → {self.score_1_5:.2f} / 5 on "
+        text = (
+            f"{m.title} {self.raw:.2f} ({m.direction}) → {self.score_1_5:.2f} / 5 on "
             f"{_SOURCE}; measured on the {where}."
         )
+        fit = load_logistic()[self.metric]
+        if not fit.agrees_with_meaning:
+            rated = "higher" if fit.curve == "increasing" else "lower"
+            text += (
+                f" Note: on AGIQA-3K, {rated} values went with better-rated images, so the "
+                "1-5 score follows the ratings, not the measure's meaning."
+            )
+        return text
 
     def data(self) -> dict[str, Any]:
         return {"metric": self.metric, "raw": self.raw, "score_1_5": self.score_1_5}

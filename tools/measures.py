@@ -15,7 +15,11 @@ Entry points:
 * :func:`measure` – compute all measures and return a frozen :class:`Measurements`;
 * :func:`feature_vector` – the fixed-order, transformed feature vector used by the
   calibrated classic scorer (names in :data:`FEATURE_NAMES`);
-* :func:`most_detailed_region` – the grid tile with the most detail, in pixels.
+* :func:`most_detailed_region` – the grid tile with the most detail, in pixels;
+* single measures of an RGB image, the classic tools a model may call
+  (:mod:`tooliqa.tools.iqa_tools`): :func:`sharpness_index`, :func:`noise_level`,
+  :func:`blockiness_level`, :func:`rms_contrast`, :func:`colourfulness`,
+  :func:`exposure_error`.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ __all__ = [
     "FEATURE_NAMES",
     "NSS_NAMES",
     "Measurements",
+    "blockiness_level",
+    "colourfulness",
+    "exposure_error",
     "feature_vector",
     "luminance",
     "measure",
     "most_detailed_region",
+    "noise_level",
+    "rms_contrast",
+    "sharpness_index",
 ]
 
 _EPS = 1e-12
@@ -452,6 +462,50 @@ def most_detailed_region(rgb: np.ndarray, grid: int = 4) -> tuple[int, int, int,
     means, re, ce = _tile_means(_gradient_magnitude(y), grid)
     i, j = np.unravel_index(int(np.argmax(means)), means.shape)
     return int(ce[j]), int(re[i]), int(ce[j + 1]), int(re[i + 1])
+
+
+# ---------------------------------------------------------------------------
+# single measures of an RGB image (the classic tools the model may call)
+# ---------------------------------------------------------------------------
+
+
+def sharpness_index(rgb: np.ndarray) -> float:
+    """The ``sharpness`` measure of :func:`measure` on its own (higher is sharper).
+
+    >>> flat = np.full((32, 32, 3), 128, np.uint8)
+    >>> sharpness_index(flat)
+    0.0
+    """
+    y = luminance(rgb)
+    return _sharpness_index(_gradient_magnitude(y), _laplacian(y))
+
+
+def noise_level(rgb: np.ndarray) -> float:
+    """Immerkær's noise sigma of the luma (grey levels, :func:`noise_sigma`)."""
+    return noise_sigma(luminance(rgb))
+
+
+def blockiness_level(rgb: np.ndarray) -> float:
+    """8 x 8 blocking ratio of the luma (:func:`blockiness`; 1 = no blocking)."""
+    return blockiness(luminance(rgb))
+
+
+def rms_contrast(rgb: np.ndarray) -> float:
+    """RMS contrast ``std(Y) / 255`` (Peli 1990)."""
+    return float(luminance(rgb).std(dtype=np.float64) / 255.0)
+
+
+def exposure_error(rgb: np.ndarray) -> float:
+    """Distance from a balanced exposure: ``|mean(Y)/255 - 0.45| + shadow_clip +
+    highlight_clip`` (clipped fractions as in :func:`measure`); 0 for a mid-toned
+    image without clipping, up to about 1.5 for a black or white frame.
+
+    >>> round(exposure_error(np.zeros((16, 16, 3), np.uint8)), 2)
+    1.45
+    """
+    y = luminance(rgb)
+    mean = float(y.mean(dtype=np.float64)) / 255.0
+    return abs(mean - 0.45) + float(np.mean(y <= 4.0)) + float(np.mean(y >= 251.0))
 
 
 # ---------------------------------------------------------------------------

@@ -29,23 +29,60 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gradio as gr
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["build_app", "gauge_html", "main"]
+__all__ = [
+    "build_app",
+    "extra_settings",
+    "gauge_html",
+    "main",
+    "query_markdown",
+    "regions_image",
+    "rubric_rows",
+    "uncertainty_text",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO_ROOT / "examples"
 
 CLASSIC = "classic (built in)"
 SERVER = "vLLM server"
-TOOLS = ["magnifier", "gamma_corrector"]
-RUBRIC_HEADERS = ["attribute", "level"]
+#: Every tool the graph knows: the paper's two views (on by default) and the measurement
+#: tools (NIQE, BRISQUE, PIQE and the simple measures; off by default).
+TOOLS = [
+    "magnifier",
+    "gamma_corrector",
+    "niqe",
+    "brisque",
+    "piqe",
+    "sharpness",
+    "noise",
+    "blockiness",
+    "contrast",
+    "colourfulness",
+    "exposure_error",
+]
+DEFAULT_TOOLS = ["magnifier", "gamma_corrector"]
+RUBRIC_HEADERS = ["attribute", "level", "score (1–5)"]
 BATCH_HEADERS = ["rank", "image", "score", "rubric levels", "tools used", "error"]
 DISPLAY_SIDE = 640  # longest side of the images shown in the steps gallery
+#: Page option → the Context setting it turns on (single-image runs).
+EXTRAS = {
+    "attribute scores": "attribute_scores",
+    "distortion regions": "report_regions",
+    "score uncertainty (logprobs)": "score_logprobs",
+}
+SEVERITY_COLOURS = {
+    "minor": (234, 179, 8),
+    "moderate": (249, 115, 22),
+    "severe": (220, 38, 38),
+}
+UNRATED_COLOUR = (37, 99, 235)  # regions without a severity (e.g. magnifier regions)
 
 CSS = """
 #gauge svg { max-width: 260px; display: block; margin: 0 auto; }
 #status p { margin: 0.2em 0; }
+#uncertainty p { margin: 0; text-align: center; }
 .tooliqa-error { color: #b91c1c; font-weight: 600; }
 .tooliqa-ok { color: #15803d; font-weight: 600; }
 """
@@ -190,12 +227,182 @@ def step_items(step: dict[str, Any], rgb: Any) -> list[tuple[Image.Image, str]]:
     return items
 
 
-def _rubric_rows(rubric: dict[str, Any]) -> list[list[str]]:
+def rubric_rows(rubric: dict[str, Any], scores: dict[str, Any] | None = None) -> list[list[str]]:
+    """Rows ``[attribute, level, score]`` of the rubric table; an attribute scored but
+    absent from the rubric gets its own row, an unscored one an empty score."""
     rows = []
-    for name, value in (rubric or {}).items():
+    scores = dict(scores or {})
+    for name in [*(rubric or {}), *(k for k in scores if k not in (rubric or {}))]:
+        value = (rubric or {}).get(name)
         level = value.get("level") if isinstance(value, dict) else value
-        rows.append([str(name).replace("_", " "), "—" if level is None else str(level)])
+        score = scores.get(name)
+        rows.append(
+            [
+                str(name).replace("_", " "),
+                "—" if level is None else str(level),
+                "" if score is None else f"{float(score):.2f}",
+            ]
+        )
     return rows
+
+
+def severity_name(value: Any) -> str | None:
+    """``minor``/``moderate``/``severe`` for a region's severity (a word, or a number
+    in [0, 1] read in thirds), else None."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return word if word in SEVERITY_COLOURS else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return "minor" if value < 1 / 3 else "moderate" if value < 2 / 3 else "severe"
+    return None
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except (OSError, TypeError):  # pragma: no cover - Pillow without a scalable default
+        return ImageFont.load_default()
+
+
+def regions_image(
+    rgb: Any, regions: Sequence[dict[str, Any]], side: int = DISPLAY_SIDE
+) -> Image.Image | None:
+    """The original, downscaled to ``side``, with each region's box drawn in its
+    severity's colour and labelled "label · severity"; None without usable regions."""
+    img, scale = _fit(
+        rgb.convert("RGB") if isinstance(rgb, Image.Image) else Image.fromarray(rgb).convert("RGB"),
+        side,
+    )
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 200))
+    font = _font(max(11, round(max(img.size) / 45)))
+    boxes: list[tuple[tuple[float, float, float, float], str | None, str]] = []
+    for region in regions:
+        try:
+            x1, y1, x2, y2 = (float(v) * scale for v in region["box"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if x2 <= x1 or y2 <= y1 or x2 <= 0 or y2 <= 0 or x1 >= img.width or y1 >= img.height:
+            continue
+        x1, x2 = sorted((min(max(x1, 0), img.width - 1), min(max(x2 - 1, 0), img.width - 1)))
+        y1, y2 = sorted((min(max(y1, 0), img.height - 1), min(max(y2 - 1, 0), img.height - 1)))
+        severity = severity_name(region.get("severity"))
+        label = str(region.get("label") or "region") + (f" · {severity}" if severity else "")
+        boxes.append(((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)), severity, label))
+    taken = [box for box, _, _ in boxes]
+    for box, severity, label in boxes:
+        colour = SEVERITY_COLOURS.get(severity or "", UNRATED_COLOUR)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        size = (right - left + 4, bottom - top + 4)
+        tx, ty = _label_spot(box, size, img.size, taken)
+        taken.append((tx, ty, tx + size[0], ty + size[1]))
+        draw.rectangle(taken[-1], fill=colour)
+        draw.text((tx + 2 - left, ty + 2 - top), label, fill=(255, 255, 255), font=font)
+    for box, severity, _ in boxes:  # on top of the labels, so no label hides a box
+        draw.rectangle(
+            box, outline=SEVERITY_COLOURS.get(severity or "", UNRATED_COLOUR), width=width
+        )
+    return img if boxes else None
+
+
+def _label_spot(
+    box: tuple[float, float, float, float],
+    size: tuple[float, float],
+    image_size: tuple[int, int],
+    taken: Sequence[tuple[float, float, float, float]],
+) -> tuple[float, float]:
+    """Top-left corner of a box's label: above it, below it or inside its top edge,
+    the first that stays in the image and clear of ``taken`` (other boxes, labels)."""
+    (x1, y1, _, y2), (tw, th), (w, h) = box, size, image_size
+    tx = min(x1, max(0, w - tw))
+    spots = [(tx, y1 - th), (tx, y2 + 1), (tx, y1 + 1)]
+    spots += [(tx, y2 + 1 + k * th) for k in range(1, 4)]
+    inside = [(x, y) for x, y in spots if y >= 0 and y + th <= h]
+    for x, y in inside:
+        clear = not any(
+            x < b[2] and b[0] < x + tw and y < b[3] and b[1] < y + th for b in taken if b != box
+        )
+        if clear:
+            return x, y
+    return inside[0] if inside else (tx, max(0, min(y1, h - th)))
+
+
+def regions_summary(regions: Sequence[dict[str, Any]]) -> str:
+    """One line: how many regions, from which sources."""
+    if not regions:
+        return "no distortion regions"
+    sources: dict[str, int] = {}
+    for region in regions:
+        name = str(region.get("source") or "unknown")
+        sources[name] = sources.get(name, 0) + 1
+    parts = ", ".join(f"{n} {name}" for name, n in sources.items())
+    return f"{len(regions)} distortion region(s): {parts}"
+
+
+def uncertainty_text(uncertainty: dict[str, Any] | None) -> str:
+    """The line under the gauge, ``mean ± std (90 % interval lo–hi, source)``, or why
+    there is no distribution; "" when none was asked for."""
+    if not uncertainty:
+        return ""
+    source = str(uncertainty.get("source") or "unknown source")
+    mean, std, interval = (uncertainty.get(k) for k in ("mean", "std", "interval"))
+    note = str(uncertainty.get("note") or "").strip()
+    if mean is None or std is None:
+        return html.escape(f"Uncertainty unavailable ({source}): {note or 'no reason given'}")
+    if uncertainty.get("n") and source == "samples":
+        source = f"{source}, n={uncertainty['n']}"
+    text = f"{float(mean):.2f} ± {float(std):.2f}"
+    if interval and len(interval) == 2 and None not in interval:
+        level = float(uncertainty.get("level") or 0.9) * 100
+        text += (
+            f" ({level:g} % interval {float(interval[0]):.2f}–{float(interval[1]):.2f}, {source})"
+        )
+    else:
+        text += f" ({source})"
+    if note:
+        text += f" — {note}"
+    return html.escape(text)
+
+
+def query_markdown(query_answer: dict[str, Any] | None) -> str:
+    """The "Question" panel: the query, the verdict or answer, the focus score and
+    the evidence; "" without an answered query."""
+    if not query_answer:
+        return ""
+
+    def esc(value: Any) -> str:
+        return html.escape(" ".join(str(value).split()))
+
+    lines = ["### Question", f"**Q:** {esc(query_answer.get('query') or '')}"]
+    verdict = query_answer.get("verdict")
+    answer = str(query_answer.get("answer") or "").strip()
+    if verdict:
+        head = f"**Verdict: {esc(str(verdict).capitalize())}**"
+        lines.append(f"{head} — {esc(answer)}" if answer else head)
+    elif answer:
+        lines.append(f"**Answer:** {esc(answer)}")
+    score = query_answer.get("score")
+    if score is not None:
+        focus = ", ".join(str(f).replace("_", " ") for f in query_answer.get("focus") or [])
+        lines.append(f"**Score:** {float(score):.2f} / 5" + (f" ({esc(focus)})" if focus else ""))
+    if query_answer.get("region"):
+        lines.append(f"**Region:** {esc(query_answer['region'])}")
+    evidence = [e for e in query_answer.get("evidence") or [] if isinstance(e, dict)]
+    if evidence:
+        bullets = []
+        for item in evidence:
+            where = esc(item.get("source") or "model")
+            if item.get("round") is not None:
+                where += f", round {esc(item['round'])}"
+            bullets.append(f"- *{where}*: {esc(item.get('text') or '')}")
+        lines.append("**Evidence**\n" + "\n".join(bullets))
+    return "\n\n".join(lines)
+
+
+def extra_settings(extras: Sequence[str] | None) -> dict[str, bool]:
+    """Context settings for the ticked page options (all of them, on or off)."""
+    chosen = set(extras or [])
+    return {setting: label in chosen for label, setting in EXTRAS.items()}
 
 
 def _step_line(step: dict[str, Any]) -> str:
@@ -250,12 +457,20 @@ def _payload_bytes(payload: Any) -> tuple[bytes, str | None]:
     raise ImageError("the upload has no file")
 
 
-def _context(backend: str, url: str, model: str, rounds: Any, tools: Sequence[str]) -> Any:
+def _context(
+    backend: str,
+    url: str,
+    model: str,
+    rounds: Any,
+    tools: Sequence[str],
+    extras: Sequence[str] | None = None,
+) -> Any:
     from tooliqa.api import make_context
     from tooliqa.backends.openai_compat import BackendError
 
     rounds_n = int(rounds if rounds is not None else 2)
     enabled = tuple(t for t in (tools or []) if t in TOOLS)
+    settings: dict[str, Any] = extra_settings(extras)
     if backend == SERVER:
         url = (url or "").strip()
         if not url:
@@ -265,8 +480,9 @@ def _context(backend: str, url: str, model: str, rounds: Any, tools: Sequence[st
             model_name=(model or "").strip() or None,
             max_rounds=rounds_n,
             enabled_tools=enabled,
+            **settings,
         )
-    return make_context(max_rounds=rounds_n, enabled_tools=enabled)
+    return make_context(max_rounds=rounds_n, enabled_tools=enabled, **settings)
 
 
 # ---------------------------------------------------------------------------
@@ -300,9 +516,12 @@ class _RunView:
     def __init__(self) -> None:
         self.status = ""
         self.score: float | None = None
+        self.uncertainty = ""
+        self.query = ""
         self.note = ""
         self.rubric: list[list[str]] = []
         self.gallery: list[tuple[Image.Image, str]] = []
+        self.regions: Image.Image | None = None
         self.trace: list[str] = []
         self.rationale = ""
         self.download: str | None = None
@@ -312,8 +531,11 @@ class _RunView:
             self.status,
             self.score,
             gauge_html(self.score),
+            self.uncertainty,
+            self.query,
             self.note,
             self.rubric,
+            self.regions,
             self.gallery,
             "\n".join(self.trace),
             self.rationale,
@@ -336,6 +558,7 @@ async def run_single(
     rounds: Any,
     tools: list[str],
     question: str,
+    extras: list[str] | None = None,
 ) -> AsyncIterator[tuple[Any, ...]]:
     """Assess one image, yielding the page's outputs after each step of the agent."""
     from tooliqa.api import graph
@@ -347,7 +570,7 @@ async def run_single(
     t0 = time.perf_counter()
     try:
         data, name = _payload_bytes(image)
-        ctx = await asyncio.to_thread(_context, backend, url, model, rounds, tools)
+        ctx = await asyncio.to_thread(_context, backend, url, model, rounds, tools, extras)
         decoded = await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)
     except ImageError as exc:
         view.status = _status(f"This is not a usable image: {exc}", "error")
@@ -380,7 +603,7 @@ async def run_single(
             kind = event.get("type")
             if kind == "rubric":
                 view.note = str(event.get("note") or "")
-                view.rubric = _rubric_rows(event.get("rubric") or {})
+                view.rubric = rubric_rows(event.get("rubric") or {})
                 view.trace.append("- rubric note written")
                 view.status = _status("Rubric note written; deciding what to do next…")
             elif kind == "decision":
@@ -423,6 +646,14 @@ async def run_single(
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     view.score = result.score
     view.rationale = result.rationale or view.rationale
+    view.uncertainty = uncertainty_text(result.uncertainty)
+    view.query = query_markdown(result.query_answer)
+    if result.rubric or result.attribute_scores:
+        view.rubric = rubric_rows(result.rubric, result.attribute_scores)
+    if result.regions:
+        view.regions = await asyncio.to_thread(regions_image, decoded.rgb, result.regions)
+    if result.regions or ctx.report_regions:
+        view.trace.append(f"- {regions_summary(result.regions)}")
     view.download = _write_json(result, Path(name or "image").stem)
     seconds = time.perf_counter() - t0
     tools_used = ", ".join(s.tool for s in result.steps) or "no tools"
@@ -541,7 +772,14 @@ def build_app(*, server: str | None = None, model: str | None = None) -> gr.Bloc
             with gr.Row():
                 rounds = gr.Slider(0, 4, value=2, step=1, label="Max tool rounds", elem_id="rounds")
                 tools = gr.CheckboxGroup(
-                    TOOLS, value=list(TOOLS), label="Enabled tools", elem_id="tools"
+                    TOOLS, value=list(DEFAULT_TOOLS), label="Enabled tools", elem_id="tools"
+                )
+                extras = gr.CheckboxGroup(
+                    list(EXTRAS),
+                    value=[],
+                    label="Also report (single image)",
+                    info="score uncertainty needs a vLLM server",
+                    elem_id="extras",
                 )
         check_btn.click(
             check_connection,
@@ -578,6 +816,8 @@ def build_app(*, server: str | None = None, model: str | None = None) -> gr.Bloc
                                 elem_id="score",
                             )
                             gauge = gr.HTML(gauge_html(None), elem_id="gauge")
+                        uncertainty = gr.Markdown("", elem_id="uncertainty")
+                        query_panel = gr.Markdown("", elem_id="query-answer")
                         rubric_table = gr.Dataframe(
                             headers=RUBRIC_HEADERS,
                             value=[],
@@ -587,6 +827,13 @@ def build_app(*, server: str | None = None, model: str | None = None) -> gr.Bloc
                         )
                         rubric_note = gr.Textbox(
                             label="Rubric note", lines=5, interactive=False, elem_id="rubric-note"
+                        )
+                        regions_view = gr.Image(
+                            type="pil",
+                            label="Distortion regions",
+                            interactive=False,
+                            height=300,
+                            elem_id="regions",
                         )
                         steps_gallery = gr.Gallery(
                             label="Tool views",
@@ -604,13 +851,25 @@ def build_app(*, server: str | None = None, model: str | None = None) -> gr.Bloc
                         )
                 run_btn.click(
                     run_single,
-                    inputs=[image, backend, server_url, model_name, rounds, tools, question],
+                    inputs=[
+                        image,
+                        backend,
+                        server_url,
+                        model_name,
+                        rounds,
+                        tools,
+                        question,
+                        extras,
+                    ],
                     outputs=[
                         status,
                         score,
                         gauge,
+                        uncertainty,
+                        query_panel,
                         rubric_note,
                         rubric_table,
+                        regions_view,
                         steps_gallery,
                         trace,
                         rationale,

@@ -164,8 +164,9 @@ def test_score_logprobs_from_a_real_server(vllm_server):
     a = Assessment.model_validate(out["assessment"])
     assert a.score is not None
 
-    # Only the answer call asked for logprobs; the server answered with per-token entries.
-    assert [("logprobs" in b) for b in bodies] == [False, False, True]
+    # The gate and answer calls asked for logprobs (either may answer), not the rubric;
+    # the server answered with per-token entries.
+    assert [("logprobs" in b) for b in bodies] == [False, True, True]
     assert bodies[-1]["logprobs"] is True and bodies[-1]["top_logprobs"] == 5
     content = out["messages"][-1].response_metadata["logprobs"]["content"]
     assert content and all("top_logprobs" in t for t in content)
@@ -180,3 +181,60 @@ def test_score_logprobs_from_a_real_server(vllm_server):
         lo, hi = u["interval"]
         assert 1.0 <= lo <= u["mean"] <= hi <= 5.0 and u["std"] >= 0.0 and u["n"] == 1
     print(f"\nanswer {out['messages'][-1].content!r} -> uncertainty {u}")
+
+
+def test_samples_from_a_real_server(vllm_server):
+    """``samples=3``: three sampled trajectories reach the server, and the score is their
+    mean with the sample std and a t interval."""
+    import statistics
+
+    with RecordingProxy(vllm_server.url) as proxy:
+        ctx = constrained(
+            proxy.base_url, vllm_server.model, "gamma_corrector", sampling={"temperature": 1.0}
+        )
+        a = assess(png(scene()), context=ctx, samples=3)
+        bodies = proxy.bodies()
+    assert len(bodies) == 9  # 3 trajectories x (rubric, gate, answer)
+    assert all(b["temperature"] == 1.0 for b in bodies)
+    u = a.uncertainty
+    assert u is not None and u["source"] == "samples"
+    scores = u["scores"]
+    assert u["n"] == len(scores) >= 2  # the schema keeps answers parseable
+    assert a.score == pytest.approx(statistics.fmean(scores), abs=1e-4)
+    assert u["std"] == pytest.approx(statistics.stdev(scores), abs=1e-4)
+    lo, hi = u["interval"]
+    assert lo <= a.score <= hi
+    print(f"\nsampled scores {scores} -> {a.score:.2f} ± {u['std']:.2f} [{lo:.2f}, {hi:.2f}]")
+
+
+def test_query_attributes_and_regions_under_a_real_servers_json_schema(vllm_server):
+    """A query with attribute scores and regions under structured output: vLLM accepts the
+    extended answer schema and the graph reads every part of the answer."""
+    with RecordingProxy(vllm_server.url) as proxy:
+        ctx = constrained(
+            proxy.base_url,
+            vllm_server.model,
+            "magnifier",
+            max_tokens=1500,
+            attribute_scores=True,
+            report_regions=True,
+        )
+        out = asyncio.run(
+            graph.ainvoke({"image": png(scene()), "query": "Is the sky noisy?"}, context=ctx)
+        )
+        bodies = proxy.bodies()
+    a = Assessment.model_validate(out["assessment"])
+    schema = bodies[-1]["response_format"]["json_schema"]["schema"]
+    assert set(schema["required"]) == {"thinking", "score", "attributes", "regions", "query_answer"}
+    first = json.dumps(bodies[0]["messages"])
+    assert "Plan: the question is about Noise in the sky." in first
+    answer = json.loads(out["messages"][-1].content)
+    assert a.score == pytest.approx(answer["score"], abs=1e-4)
+    assert set(a.attribute_scores) == set(schema["properties"]["attributes"]["required"])
+    assert all(1.0 <= v <= 5.0 for v in a.attribute_scores.values())
+    kept = [r for r in a.regions if r["source"] == "answer"]
+    dropped = [e for e in a.errors if e.startswith("answer region dropped")]
+    assert len(kept) + len(dropped) == len(answer["regions"])
+    assert a.query_answer is not None
+    assert a.query_answer["answer"] == " ".join(answer["query_answer"].split())
+    assert a.query_answer["kind"] == "yes_no" and a.query_answer["region"] == "sky"

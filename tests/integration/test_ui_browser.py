@@ -204,6 +204,31 @@ def test_pristine_image_shows_the_box_and_the_magnified_crop(page):
     assert 1.0 <= data["score"] <= 5.0
 
 
+def test_attribute_scores_and_distortion_regions_on_the_page(page):
+    extras = page.locator("#extras")
+    extras.get_by_label("attribute scores", exact=True).check()
+    extras.get_by_label("distortion regions", exact=True).check()
+    upload(page, EXAMPLES / "rocket_jpeg_q6.jpg")
+    page.wait_for_selector("#upload img", timeout=30_000)
+    page.locator("#question textarea, #question input").first.fill("Is it blocky?")
+    status = run_and_wait(page)
+    assert "Score" in status, status
+    page.wait_for_selector("#regions img", timeout=30_000)
+    assert "distortion region(s)" in page.locator("#trace").inner_text()
+
+    data = download_json(page)
+    assert data["attribute_scores"] and data["regions"], data
+    assert {r["source"] for r in data["regions"]} >= {"piqe"}
+    rows = {cells[0]: cells for cells in table_rows(page, "rubric-table")}
+    for name, value in data["attribute_scores"].items():
+        assert rows[name.replace("_", " ")][2] == f"{value:.2f}", rows
+    assert data["query"] == "Is it blocky?"
+    if data["query_answer"] is not None:
+        assert "Is it blocky?" in page.locator("#query-answer").inner_text()
+    assert page.locator("#uncertainty").inner_text().strip() == ""
+    assert page.external_requests == []
+
+
 def test_non_image_gives_a_readable_error_and_the_page_keeps_working(page, tmp_path):
     fake = tmp_path / "notes.jpg"
     fake.write_text("this is a text file, not a photograph\n" * 20)

@@ -135,6 +135,29 @@ class TestRegions:
         assert distortion_label("JPEG blocking, and noise") == "artifact"
         assert distortion_label("Looks fine.") is None
 
+    @pytest.mark.parametrize(
+        ("text", "label"),
+        [
+            ("No visible noise here, but the edges are soft.", "blur"),
+            ("no blur", None),
+            ("The region is free of noise and sharp.", None),
+            ("Not blurry at all; heavy grain though.", "noise"),
+            ("Clean: no artifacts, no noise, no blur.", None),
+            ("There is no doubt: strong JPEG blocking.", "artifact"),
+            ("without any compression artifacts, yet noisy", "noise"),
+        ],
+    )
+    def test_negated_distortions_do_not_label(self, text, label):
+        assert distortion_label(text) == label
+
+    def test_module_doctests(self):
+        import doctest
+
+        from tooliqa.graph import parsing, regions
+
+        assert doctest.testmod(regions).failed == 0
+        assert doctest.testmod(parsing).failed == 0
+
     def test_magnifier_step_becomes_a_region_labelled_by_the_next_reply(self, image_bytes):
         m = ScriptedChatModel.from_replies(
             [

@@ -379,3 +379,22 @@ def test_files_without_attribute_columns_are_read_as_before(tmp_path):
     assert not any("attribute" in p for p in ds.problems)
     assert hash(Sample("x.png", 1.0, attributes={"noise": 2.0})) == hash(Sample("x.png", 1.0))
     assert ds.select("test").samples[0].attributes == {}
+
+
+def test_eval_regions_option_reaches_the_graph_and_the_store(tmp_path, images):
+    """``tooliqa eval --regions``: the run settings record it and every stored Assessment
+    carries the classic backend's PIQE regions; without it, none are asked for."""
+    root, predicted = images
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "name,mos\n" + "".join(f"{n},{p['score']:g}\n" for n, p in predicted.items()),
+        encoding="utf-8",
+    )
+    _eval(tmp_path, labels, root, "--regions")
+    with ResultStore(tmp_path / "runs.sqlite") as store:
+        (run,) = store.runs()
+        rows = store.rows()
+    assert run.config["report_regions"] is True
+    stored = [r["assessment"] for r in rows]
+    assert len(stored) == len(predicted)
+    assert any(r["source"] == "piqe" for a in stored for r in a["regions"])

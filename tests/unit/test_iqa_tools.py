@@ -1,5 +1,5 @@
-"""Classic IQA measurement tools (NIQE, BRISQUE, PIQE): fitted logistics, runner,
-LangChain wrappers and a scripted-model graph run."""
+"""Classic IQA measurement tools (NIQE, BRISQUE, PIQE and the classic backend's simple
+measures): fitted logistics, runner, LangChain wrappers and a scripted-model graph run."""
 
 from __future__ import annotations
 
@@ -17,20 +17,39 @@ from tooliqa.tools import (
     DEFAULT_TOOLS,
     MEASURE_TOOLS,
     decode_image,
+    measures,
     run_view_tool,
     score_1_5,
     tool_specs,
 )
 from tooliqa.tools.brisque import brisque
-from tooliqa.tools.iqa_tools import LOGISTIC_FILE, load_logistic, logistic_5pl
+from tooliqa.tools.iqa_tools import (
+    IQA_METRICS,
+    LOGISTIC_FILE,
+    SIMPLE_METRICS,
+    load_logistic,
+    logistic_5pl,
+)
 from tooliqa.tools.lc_tools import make_iqa_tools
 from tooliqa.tools.niqe import niqe
 from tooliqa.tools.piqe import piqe
 
 from _support import REPO, RUBRIC_REPLY
 
-METRICS = ("niqe", "brisque", "piqe")
-FUNCTIONS = {"niqe": niqe, "brisque": brisque, "piqe": piqe}
+CLASSIC = ("niqe", "brisque", "piqe")
+METRICS = CLASSIC + SIMPLE_METRICS
+#: Each tool's reference: the metric function, or the field of measures.measure().
+FUNCTIONS = {
+    "niqe": niqe,
+    "brisque": brisque,
+    "piqe": piqe,
+    "sharpness": lambda rgb: measures.measure(rgb).sharpness,
+    "noise": lambda rgb: measures.measure(rgb).noise_sigma,
+    "blockiness": lambda rgb: measures.measure(rgb).blockiness,
+    "contrast": lambda rgb: measures.measure(rgb).rms_contrast,
+    "colourfulness": lambda rgb: measures.measure(rgb).colourfulness,
+    "exposure_error": lambda rgb: measures.exposure_error(rgb),
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +60,37 @@ def photo() -> np.ndarray:
 class TestLogisticData:
     def test_loads_with_provenance_and_fit_quality(self):
         doc = json.loads(LOGISTIC_FILE.read_text(encoding="utf-8"))
-        assert set(doc["metrics"]) == set(METRICS)
+        assert set(doc["metrics"]) == set(METRICS) == set(IQA_METRICS)
         assert doc["provenance"]["fit_split"] == "dev"
         assert doc["provenance"]["script"] == "scripts/fit_classic_iqa_logistic.py"
-        for m in doc["metrics"].values():
+        for name, m in doc["metrics"].items():
+            up = IQA_METRICS[name].higher_is_better
             assert len(m["beta"]) == 5 and all(math.isfinite(b) for b in m["beta"])
-            assert m["direction"] == "lower_is_better" and m["curve"] == "decreasing"
-            assert m["dev_fit"]["n"] > 1900 and m["dev_fit"]["srcc"] > 0.3
+            assert m["direction"] == ("higher_is_better" if up else "lower_is_better")
+            # the curve follows the dev correlation; the flag says whether that is the meaning
+            assert (m["curve"] == "increasing") == (m["dev_raw_srcc"] > 0)
+            assert m["agrees_with_meaning"] == ((m["curve"] == "increasing") == up)
+            assert m["dev_fit"]["n"] > 1900 and m["dev_fit"]["srcc"] >= 0.0
             assert set(m["test_report"]) == {"n", "srcc", "plcc"}
+        for name in (*CLASSIC, "sharpness", "blockiness"):
+            m = doc["metrics"][name]
+            assert m["agrees_with_meaning"] and m["dev_fit"]["srcc"] > 0.3, name
+        # on AI-generated images the noise estimate rises with texture raters liked
+        assert doc["metrics"]["noise"]["agrees_with_meaning"] is False
         assert len(doc["metrics"]["niqe"]["undefined_images"]) == 3
 
     @pytest.mark.parametrize("metric", METRICS)
-    def test_curve_decreases_and_maps_into_1_5(self, metric):
-        lo, hi = json.loads(LOGISTIC_FILE.read_text())["metrics"][metric]["raw_range_dev"]
+    def test_curve_is_monotone_and_maps_into_1_5(self, metric):
+        entry = json.loads(LOGISTIC_FILE.read_text())["metrics"][metric]
+        lo, hi = entry["raw_range_dev"]
         xs = np.linspace(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), 400)
         ys = np.array([score_1_5(metric, float(x)) for x in xs])
+        if entry["curve"] == "increasing":
+            ys = ys[::-1]
         assert np.all(np.diff(ys) <= 1e-12)
         assert ys.min() >= 1.0 and ys.max() <= 5.0
-        assert ys[0] > ys[-1] + 1.0  # it really separates good from bad
+        if entry["dev_fit"]["srcc"] > 0.3:
+            assert ys[0] > ys[-1] + 1.0  # it really separates good from bad
 
     def test_score_is_the_clipped_5pl(self):
         beta = load_logistic()["brisque"].beta
@@ -75,9 +107,12 @@ class TestRunner:
         assert r.extra["score_1_5"] == pytest.approx(score_1_5(metric, raw))
         h, w = photo.shape[:2]
         assert r.box == [0, 0, w, h]
-        assert r.message.startswith(f"{metric.upper()} {raw:.2f} (lower is better) → ")
+        m = IQA_METRICS[metric]
+        assert r.message.startswith(f"{m.title} {raw:.2f} ({m.direction}) → ")
         assert "5-parameter logistic fitted to AGIQA-3K dev" in r.message
         assert f"whole {w}x{h} image" in r.message
+        against = "went with better-rated images" in r.message
+        assert against == (not load_logistic()[metric].agrees_with_meaning)
 
     def test_region_measures_only_the_crop(self, photo):
         h, w = photo.shape[:2]
@@ -136,6 +171,10 @@ class TestSpecs:
 def test_langchain_wrappers(image_bytes, image_array):
     tools = {t.name: t for t in make_iqa_tools(image_bytes)}
     assert set(tools) == set(MEASURE_TOOLS) == set(METRICS)
+    sharp = tools["sharpness"].invoke(
+        {"type": "tool_call", "name": "sharpness", "args": {}, "id": "s1"}
+    )
+    assert sharp.artifact.extra["raw"] == pytest.approx(measures.sharpness_index(image_array))
     msg = tools["brisque"].invoke({"type": "tool_call", "name": "brisque", "args": {}, "id": "b1"})
     assert isinstance(msg, ToolMessage)
     assert [b["type"] for b in msg.content] == ["text"]  # no image block
@@ -181,7 +220,7 @@ def test_graph_records_measurement_and_sends_no_image(image_bytes, image_array):
 
 
 def test_metric_minimum_sides_agree_with_the_metric_modules():
-    from tooliqa.tools import IQA_METRICS, brisque, niqe, piqe
+    from tooliqa.tools import brisque, niqe, piqe
 
     assert IQA_METRICS["niqe"].min_side == niqe.NIQE_MIN_SIDE
     assert IQA_METRICS["brisque"].min_side == brisque.MIN_SIDE

@@ -37,6 +37,7 @@ def test_build_app_builds_blocks_without_launching():
     assert isinstance(demo, gr.Blocks)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"upload", "run", "score", "gauge", "rubric-table", "steps", "status", "download"} <= ids
+    assert {"extras", "regions", "uncertainty", "query-answer", "question"} <= ids
     assert not getattr(demo, "is_running", False)
     served = build_app(server="http://127.0.0.1:9/v1", model="m")
     assert isinstance(served, gr.Blocks)

@@ -156,7 +156,7 @@ class TestGraph:
         del old["uncertainty"]
         assert Assessment.model_validate(old).uncertainty is None
 
-    def test_logprobs_are_asked_on_the_final_answer_call_only(self, image_bytes):
+    def test_logprobs_are_asked_on_the_gate_and_answer_calls_not_the_rubric(self, image_bytes):
         from tooliqa.graph.testing import tool_call_message
 
         m = ScriptedChatModel.from_replies(
@@ -167,14 +167,17 @@ class TestGraph:
             ]
         )
         a = run(m, image_bytes, max_tool_rounds=1, score_logprobs=True)
-        assert [("logprobs" in c["kwargs"]) for c in m.calls] == [False, False, True]
+        assert [("logprobs" in c["kwargs"]) for c in m.calls] == [False, True, True]
         assert a.uncertainty is not None and a.uncertainty["mean"] is None
         assert "no logprobs" in a.uncertainty["note"]
 
-    def test_gate_answer_states_why_there_is_no_distribution(self, image_bytes):
-        m = ScriptedChatModel.from_replies([RUBRIC_REPLY, "<answer>4.00</answer>"])
+    def test_an_answer_given_at_the_gate_gets_its_distribution_too(self, image_bytes):
+        reply = with_logprobs("<answer>3.20</answer>", answer_tokens(FIRST, SECOND))
+        m = ScriptedChatModel.from_replies([RUBRIC_REPLY, reply])
         a = run(m, image_bytes, score_logprobs=True)
-        assert a.score == 4.0 and "gate turn" in a.uncertainty["note"]
+        assert len(m.calls) == 2 and m.calls[1]["kwargs"]["logprobs"] is True
+        assert a.score == 3.2 and a.uncertainty["source"] == "logprobs"
+        assert a.uncertainty["mean"] is not None
 
     def test_off_by_default(self, image_bytes):
         reply = with_logprobs("<answer>3.20</answer>", answer_tokens(FIRST, SECOND))

@@ -15,6 +15,13 @@ the same prompts and the same reply protocol:
   turn asks for them (``Context.attribute_scores`` / ``report_regions``), the
   answer adds ``<attributes>`` from :func:`attribute_scores` and ``<regions>``
   with PIQE's merged distortion boxes (top :data:`MAX_PIQE_REGIONS` by severity).
+* with a query (:mod:`tooliqa.graph.query`): the gate calls the plan's tools
+  first (measurement tools on the whole image, the magnifier on the most
+  detailed region, the gamma corrector towards the exposure problem), and the
+  answer adds ``<query_answer>`` from the focus attributes' scores (a yes/no
+  verdict: a defect question is answered *yes* below 3.0, a virtue question at
+  3.0 and above) and the tool results; a "rate only ..." question is answered with
+  that attribute's score in ``<answer>``.
 
 Every Assessment it produces is labelled ``backend="classic"``.
 """
@@ -33,12 +40,13 @@ from typing import Any
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
 from tooliqa.graph.parsing import message_text
 from tooliqa.graph.prompts import ATTRIBUTE_NAMES, FINAL_PROMPT, GATE_PROMPT, RUBRIC_PROMPT
+from tooliqa.graph.query import QueryPlan, plan_query
 from tooliqa.tools import ImageError, decode_image_cached, image_digest
 from tooliqa.tools.measures import Measurements, measure, most_detailed_region
 from tooliqa.tools.piqe import distortion_boxes, piqe_maps
@@ -82,6 +90,11 @@ _RUBRIC_MARK = RUBRIC_PROMPT.splitlines()[0]
 _GATE_MARK = GATE_PROMPT.splitlines()[0]
 _FINAL_MARK = FINAL_PROMPT.splitlines()[0]
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,(.*)$", re.S)
+_QUERY_RE = re.compile(r'The user also asks about this image: "(.*)"')
+_TOOL_RESPONSE_RE = re.compile(r"<tool_response>\s*(.*?)\s*</tool_response>", re.S)
+
+#: An attribute score below this answers a defect question "yes" (a virtue question "no").
+YES_NO_CUT = 3.0
 
 
 def _level(value: float, low: float, high: float, names: tuple[str, str, str]) -> str:
@@ -238,6 +251,26 @@ def _tool_names(kwargs: dict[str, Any], messages: Sequence[BaseMessage]) -> list
     return names
 
 
+def _query_plan(messages: Sequence[BaseMessage], tools: Sequence[str]) -> QueryPlan | None:
+    """The plan for the question the first user turn carries (the graph's own planner)."""
+    for msg in messages:
+        if isinstance(msg, HumanMessage):
+            found = _QUERY_RE.search(message_text(msg))
+            return plan_query(found.group(1), tools) if found else None
+    return None
+
+
+def _tool_results(messages: Sequence[BaseMessage]) -> list[str]:
+    """The tool results the conversation reported (tool messages or ``<tool_response>``)."""
+    out = []
+    for msg in messages:
+        if isinstance(msg, ToolMessage):
+            out.append(message_text(msg).strip())
+        elif isinstance(msg, HumanMessage):
+            out += _TOOL_RESPONSE_RE.findall(message_text(msg))
+    return [t for t in out if t and not t.startswith("Tool call failed")]
+
+
 def _calls_made(messages: Sequence[BaseMessage]) -> list[tuple[str, dict[str, Any]]]:
     calls = []
     for msg in messages:
@@ -358,7 +391,11 @@ class ClassicChatModel(BaseChatModel):
         used = {name for name, _ in _calls_made(messages)}
         problem = exposure_problem(m, self.cuts)
         call: tuple[str, dict[str, Any], str] | None = None
-        if problem and "gamma_corrector" in tools and "gamma_corrector" not in used:
+        plan = _query_plan(messages, tools)
+        planned = [t for t in (plan.tools if plan else ()) if t in tools and t not in used]
+        if planned:
+            call = self._planned_call(planned[0], problem, rgb, plan)
+        elif problem and "gamma_corrector" in tools and "gamma_corrector" not in used:
             mode = "brighten" if problem == "dark" else "darken"
             call = (
                 "gamma_corrector",
@@ -388,6 +425,47 @@ class ClassicChatModel(BaseChatModel):
             )
         payload = json.dumps({"name": name, "arguments": args})
         return AIMessage(content=f"<thinking>{why}</thinking>\n<tool_call>{payload}</tool_call>")
+
+    def _planned_call(
+        self, name: str, problem: str | None, rgb: np.ndarray, plan: QueryPlan | None
+    ) -> tuple[str, dict[str, Any], str]:
+        """The call a query plan asks for, with arguments the measures suggest."""
+        about = plan.query if plan else "the question"
+        if name == "magnifier":
+            return name, {"bbox": self._box(rgb)}, f"To answer {about!r}, magnify the detail."
+        if name == "gamma_corrector":
+            mode = "darken" if problem == "bright" else "brighten"
+            return name, {"mode": mode}, f"To answer {about!r}, re-expose the image."
+        return name, {}, f"To answer {about!r}, measure {name} on the whole image."
+
+    def _query_answer(
+        self, m: Measurements, plan: QueryPlan, overall: float, messages: Sequence[BaseMessage]
+    ) -> str:
+        """The ``<query_answer>`` text: verdict or scores, then the evidence."""
+        scores = attribute_scores(m, self.cuts)
+        levels = rubric_levels(m, self.cuts)
+        focus = [a for a in plan.focus if a in scores]
+        evidence = [
+            f"{ATTRIBUTE_NAMES[a]} {scores[a]:.1f}/5 ({levels[ATTRIBUTE_NAMES[a]][1]})"
+            for a in focus
+        ]
+        evidence += _tool_results(messages)
+        if plan.kind == "yes_no":
+            if focus:
+                low = scores[focus[0]] < YES_NO_CUT
+                yes = low if plan.polarity == "defect" else not low
+            else:
+                yes = overall >= YES_NO_CUT
+            head = "Yes." if yes else "No."
+        elif focus:
+            head = "; ".join(f"{ATTRIBUTE_NAMES[a]}: {scores[a]:.1f}" for a in focus) + "."
+        else:
+            weakest = min(scores, key=lambda k: scores[k])
+            head = (
+                f"Overall quality {overall:.2f}/5; the weakest attribute is "
+                f"{ATTRIBUTE_NAMES[weakest]} ({scores[weakest]:.1f}/5)."
+            )
+        return head + (" Evidence: " + "; ".join(evidence) + "." if evidence else "")
 
     def _evidence(self, m: Measurements, messages: Sequence[BaseMessage]) -> list[str]:
         """What the tool views showed, measured on the ORIGINAL image's pixels."""
@@ -447,4 +525,12 @@ class ClassicChatModel(BaseChatModel):
             thinking += " Tool evidence: " + "; ".join(evidence) + "."
         request = message_text(messages[-1]) if messages else ""
         extras = self._extras(m, rgb, request)
-        return f"<thinking>{thinking}</thinking>\n<answer>{score:.2f}</answer>{extras}"
+        plan = _query_plan(messages, ())
+        answered = score
+        if plan is not None and not plan.overall and plan.focus:
+            answered = attribute_scores(m, self.cuts).get(plan.focus[0], score)
+            thinking += f" The question asks for {plan.score_of} only: {answered:.1f}."
+        if plan is not None and "<query_answer>" in request:
+            text = self._query_answer(m, plan, score, messages)
+            extras += f"\n<query_answer>{text}</query_answer>"
+        return f"<thinking>{thinking}</thinking>\n<answer>{answered:.2f}</answer>{extras}"

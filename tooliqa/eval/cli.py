@@ -55,6 +55,17 @@ def add_eval_parser(sub: Any) -> None:
         "the datasets' attribute labels (attr_* or SPAQ attribute columns)",
     )
     p.add_argument(
+        "--regions",
+        action="store_true",
+        help="also ask for distorted regions (stored with each Assessment)",
+    )
+    p.add_argument(
+        "--score-logprobs",
+        action="store_true",
+        help="ask the server for the answer's token logprobs; each Assessment stores the "
+        "expected score and its spread (uncertainty)",
+    )
+    p.add_argument(
         "--fit", choices=["5pl", "4pl", "none"], default="5pl", help="logistic fit before PLCC/RMSE"
     )
     p.add_argument(
@@ -78,14 +89,23 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--bootstrap", type=int, default=0)
 
 
+#: ``tooliqa eval`` flags → the graph options they turn on (stored in the run settings).
+_OPTIONS = {
+    "attribute_scores": "attribute_scores",
+    "regions": "report_regions",
+    "score_logprobs": "score_logprobs",
+}
+
+
 def _contexts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from tooliqa.api import make_context
     from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
 
     tools = tuple(t for t in (args.tools or "").split(",") if t.strip())
     common: dict[str, Any] = {"max_rounds": args.max_rounds, "enabled_tools": tools}
-    if args.attribute_scores:
-        common["attribute_scores"] = True
+    for flag, setting in _OPTIONS.items():
+        if getattr(args, flag):
+            common[setting] = True
     if not args.server:
         return {"classic": make_context(**common)}, "classic"
     contexts = {}
@@ -130,8 +150,9 @@ async def _eval(args: argparse.Namespace) -> int:
     method = args.method or default_method
     settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,
                 "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens}  # fmt: skip
-    if args.attribute_scores:  # only when on: runs from before the option keep their ids
-        settings["attribute_scores"] = True
+    for flag, setting in _OPTIONS.items():  # only when on: older runs keep their ids
+        if getattr(args, flag):
+            settings[setting] = True
     run_ids = []
     with ResultStore(args.db) as store:
         for ds in datasets:
