@@ -184,24 +184,34 @@ def test_score_logprobs_from_a_real_server(vllm_server):
 
 
 def test_samples_from_a_real_server(vllm_server):
-    """``samples=3``: three sampled trajectories reach the server, and the score is their
-    mean with the sample std and a t interval."""
+    """``samples=3``: three sampled trajectories reach the server, and the score is the
+    mean of those that gave one, with the sample std and a t interval."""
     import statistics
+
+    from tooliqa.graph.prompts import RUBRIC_PROMPT
 
     with RecordingProxy(vllm_server.url) as proxy:
         ctx = constrained(
-            proxy.base_url, vllm_server.model, "gamma_corrector", sampling={"temperature": 1.0}
+            proxy.base_url,
+            vllm_server.model,
+            "gamma_corrector",
+            max_tokens=600,
+            sampling={"temperature": 1.0},
         )
         a = assess(png(scene()), context=ctx, samples=3)
         bodies = proxy.bodies()
-    assert len(bodies) == 9  # 3 trajectories x (rubric, gate, answer)
+    rubric_calls = [b for b in bodies if RUBRIC_PROMPT[:60] in json.dumps(b["messages"][-1])]
+    assert len(rubric_calls) == 3 and len(bodies) >= 9  # (rubric, gate, answer) x 3 at least
     assert all(b["temperature"] == 1.0 for b in bodies)
     u = a.uncertainty
     assert u is not None and u["source"] == "samples"
     scores = u["scores"]
-    assert u["n"] == len(scores) >= 2  # the schema keeps answers parseable
+    assert u["n"] == len(scores) >= 1
+    if len(scores) < 3:
+        assert f"{3 - len(scores)} of 3 samples gave no score" in u["note"]
     assert a.score == pytest.approx(statistics.fmean(scores), abs=1e-4)
-    assert u["std"] == pytest.approx(statistics.stdev(scores), abs=1e-4)
+    if len(scores) > 1:
+        assert u["std"] == pytest.approx(statistics.stdev(scores), abs=1e-4)
     lo, hi = u["interval"]
     assert lo <= a.score <= hi
     print(f"\nsampled scores {scores} -> {a.score:.2f} ± {u['std']:.2f} [{lo:.2f}, {hi:.2f}]")
