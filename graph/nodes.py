@@ -152,12 +152,9 @@ def _plan(state: State) -> QueryPlan | None:
     return QueryPlan.from_dict(data) if data else None
 
 
-def _with_extras(ctx: Context, text: str, plan: QueryPlan | None, *, json: bool = False) -> str:
+def _with_extras(ctx: Context, text: str, plan: QueryPlan | None) -> str:
     """``text`` plus the attribute-score / region / query-answer requests the options and
-    the query ask for (``json``: the turn is answered with a JSON object, whose hint
-    already names them)."""
-    if json:
-        return text
+    the query ask for, as tagged blocks (JSON answers name them in their hint instead)."""
     extras = [ctx.answer_extras(), plan.answer_request() if plan else ""]
     tail = "\n".join(e for e in extras if e)
     return text + "\n" + tail if tail else text
@@ -454,10 +451,12 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
                 update["errors"].append("no valid score after the repair prompt(s)")
                 return update, new
             repairs_left -= 1
-            text = REPAIR_PROMPT.format(reason=reason)
-            if ctx.structured_output:
+            if ctx.structured_output:  # the schema decides the form: ask for JSON only
+                text = REPAIR_PROMPT.format(reason=reason).splitlines()[0]
                 text += "\n" + _json_hint(ctx, query_plan)
-            repair = HumanMessage(content=_with_extras(ctx, text, query_plan))
+            else:
+                text = _with_extras(ctx, REPAIR_PROMPT.format(reason=reason), query_plan)
+            repair = HumanMessage(content=text)
             messages.append(repair)
             new.append(repair)
         reply, usage, model_s = await _call_model(

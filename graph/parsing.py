@@ -205,6 +205,13 @@ def parse_answer(text: str) -> AnswerAction | Malformed:
     ``<attributes>``/``<regions>`` blocks are ignored here (see
     :func:`parse_attribute_scores`, :func:`parse_regions`).
     """
+    whole = _json_object(text) if text and "<answer>" not in text.lower() else None
+    if whole is not None and "score" in whole:  # a JSON answer: its strings may name tags
+        score, reason = parse_score(json.dumps({"score": whole["score"]}))
+        if score is None:
+            return Malformed(reason, text)
+        thought = str(whole.get("thinking") or whole.get("rationale") or "").strip()
+        return AnswerAction(score, thought, thought, json.dumps(whole))
     raw = strip_extras(text or "")
     if not raw.strip():
         return Malformed("empty reply", raw)

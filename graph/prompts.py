@@ -134,8 +134,8 @@ def rubric_prompt(style: str = "paper", query: str | None = None) -> str:
             "Saliency Visibility: [Subject Clear",
             RUBRIC_COLOUR_LINE + "\nSaliency Visibility: [Subject Clear",
         )
-    if query:
-        text = text + "\n\n" + QUERY_PROMPT.format(query=query.strip())
+    if query and query.strip():
+        text = text + "\n\n" + QUERY_PROMPT.format(query=" ".join(query.split()))
     return text
 
 

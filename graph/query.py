@@ -54,28 +54,89 @@ __all__ = [
 QueryKind = Literal["yes_no", "attribute", "overall", "open"]
 Polarity = Literal["defect", "virtue"]
 
-#: Attribute → (defect words, virtue words), matched at word starts, case-insensitive.
-FOCUS_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sharpness": (
-        ("blur", "unsharp", "out of focus", "out-of-focus", "defocus", "soft", "smear"),
-        ("sharp", "in focus", "crisp", "detail", "focus"),
-    ),
-    "noise": (("noise", "noisy", "grain", "speckl"), ("clean", "noise-free", "noiseless")),
-    "artifacts": (
-        ("artifact", "artefact", "jpeg", "compress", "block", "ringing", "halo", "ghost"),
-        (),
-    ),
-    "exposure": (
-        ("overexpos", "underexpos", "too dark", "too bright", "blown", "dark", "dim"),
-        ("exposure", "exposed", "bright", "lighting", "lit"),
-    ),
-    "colour": (
-        ("washed out", "oversaturat", "colour cast", "color cast", "dull", "faded"),
-        ("colour", "color", "saturat", "vivid", "white balance"),
-    ),
-    "visibility": (
-        ("obscured", "hidden", "hard to see"),
-        ("subject", "visible", "visibility", "salien", "recognis", "recogniz"),
+#: Attribute → word patterns (regular expressions matched as whole words,
+#: case-insensitive) by what a "yes" to a question built on them means: ``defect``
+#: words name a problem ("noisy": yes = worse), ``virtue`` words a quality ("sharp":
+#: yes = better), ``neutral`` words only name the attribute ("exposure").
+FOCUS_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "sharpness": {
+        "defect": (
+            r"blur(?:s|ry|red)?",
+            r"unsharp",
+            r"out[ -]of[ -]focus",
+            r"defocus(?:ed)?",
+            r"soft",
+            r"smear(?:ed|y)?",
+            r"fuzzy",
+        ),
+        "virtue": (r"sharp", r"crisp", r"in focus", r"well[ -]focus(?:ed|sed)"),
+        "neutral": (r"sharpness", r"focus", r"details?"),
+    },
+    "noise": {
+        "defect": (r"noise", r"noisy", r"grain(?:s|y)?", r"speckl(?:e|ed|es|y)"),
+        "virtue": (r"noise[ -]free", r"noiseless", r"clean"),
+        "neutral": (),
+    },
+    "artifacts": {
+        "defect": (
+            r"artifacts?",
+            r"artefacts?",
+            r"jpeg",
+            r"compress(?:ed|ion)",
+            r"block(?:y|ing|iness)",
+            r"ringing",
+            r"halos?",
+            r"ghosting",
+        ),
+        "virtue": (),
+        "neutral": (),
+    },
+    "exposure": {
+        "defect": (
+            r"over[ -]?exposed",
+            r"under[ -]?exposed",
+            r"too dark",
+            r"too bright",
+            r"blown(?: out)?",
+            r"dark",
+            r"dim",
+            r"murky",
+        ),
+        "virtue": (r"well[ -]exposed", r"bright(?: enough)?", r"well[ -]lit"),
+        "neutral": (r"exposure", r"exposed", r"lighting", r"lit", r"brightness"),
+    },
+    "colour": {
+        "defect": (
+            r"washed[ -]out",
+            r"over[ -]?saturated",
+            r"colou?r cast",
+            r"dull",
+            r"faded",
+        ),
+        "virtue": (r"vivid", r"colou?rful"),
+        "neutral": (r"colou?rs?", r"saturation", r"white balance"),
+    },
+    "visibility": {
+        "defect": (r"obscured", r"hidden", r"hard to see", r"invisible"),
+        "virtue": (r"visible", r"recogni[sz]able"),
+        "neutral": (r"visibility", r"saliency"),
+    },
+}
+
+#: Words about the whole image's quality, by polarity ("Is this a bad photo?").
+OVERALL_WORDS: dict[str, tuple[str, ...]] = {
+    "defect": (r"bad", r"poor", r"low[ -]quality", r"ugly", r"unusable", r"terrible", r"awful"),
+    "virtue": (
+        r"good",
+        r"great",
+        r"fine",
+        r"ok(?:ay)?",
+        r"acceptable",
+        r"usable",
+        r"nice",
+        r"high[ -]quality",
+        r"right",
+        r"correct",
     ),
 }
 
@@ -91,14 +152,52 @@ TOOLS_FOR: dict[str, tuple[str, ...]] = {
 }
 _OVERALL_TOOLS = ("magnifier", "gamma_corrector", "niqe", "brisque")
 
-_WORDS: dict[str, tuple[tuple[re.Pattern[str], Polarity], ...]] = {
-    attr: tuple(
-        (re.compile(r"\b" + re.escape(w), re.I), polarity)
-        for polarity, words in ((cast(Polarity, "defect"), bad), (cast(Polarity, "virtue"), good))
-        for w in words
+Hit = tuple[int, int, str, str]  # start, end, attribute ("" for overall words), polarity
+
+
+def _rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![\w'-])(?:" + pattern + r")(?![\w-])", re.I)
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    *(
+        (_rx(p), attr, polarity)
+        for attr, table in FOCUS_WORDS.items()
+        for polarity, patterns in table.items()
+        for p in patterns
+    ),
+    *((_rx(p), "", polarity) for polarity, patterns in OVERALL_WORDS.items() for p in patterns),
+)
+#: Negations that turn a word's polarity within the same clause ("free of noise").
+_NEGATION = re.compile(
+    r"(?:\b(?:no|not|without|free of|lacks?|lacking|hardly|never|neither|nor)\b|n't)"
+    r"(?:\W+\w+){0,2}\W*$",
+    re.I,
+)
+
+
+def _hits(text: str) -> list[Hit]:
+    """Every attribute/overall word in ``text``; where matches overlap the longest wins
+    ("noise-free" over "noise", "out of focus" over "focus")."""
+    found = sorted(
+        ((m.start(), m.end(), attr, pol) for rx, attr, pol in _PATTERNS for m in rx.finditer(text)),
+        key=lambda h: (h[0], -(h[1] - h[0])),
     )
-    for attr, (bad, good) in FOCUS_WORDS.items()
-}
+    out: list[Hit] = []
+    for hit in found:
+        if out and hit[0] < out[-1][1]:
+            continue  # inside (or overlapping) a longer, earlier match
+        out.append(hit)
+    return out
+
+
+def _negated(text: str, start: int, skip: int) -> bool:
+    """A negation at most three words before ``start`` in the same clause, not counting
+    the first ``skip`` characters (a question's leading "Isn't")."""
+    clause = re.split(r"[.;:!?,]|\bbut\b", text[skip:start])[-1]
+    return bool(_NEGATION.search(clause))
+
+
 _YES_NO = re.compile(
     r"^\s*(?:is|are|does|do|did|can|could|has|have|was|were|should|will|would|isn't|aren't"
     r"|doesn't|don't)\b",
@@ -132,6 +231,7 @@ _STOP = {
     "on",
     "or",
     "out",
+    "please",
     "seem",
     "seems",
     "so",
@@ -206,10 +306,15 @@ class QueryPlan:
         where = f" in the {self.region}" if self.region else ""
         lines = [f"Plan: the question is about {self._focus_names()}{where}."]
         if self.tools:
+            aim = ""
+            if self.region and "magnifier" in self.tools:
+                aim = f" (aim the magnifier at the {self.region})"
+            elif self.region and set(self.tools) - {"gamma_corrector", "magnifier"}:
+                aim = f" (give the {self.region}'s bbox to measure only it)"
             lines.append(
                 "Gather evidence for it with the tools before answering: "
                 + ", ".join(self.tools)
-                + (f" (aim the magnifier at the {self.region})" if self.region else "")
+                + aim
                 + "."
             )
         if not self.overall:
@@ -231,38 +336,61 @@ class QueryPlan:
         return QUERY_ANSWER_PROMPT.format(query=self.query, form=form)
 
 
-def _focus(query: str) -> tuple[tuple[str, ...], Polarity | None]:
-    """Attributes named (in order of first mention) and the polarity of the first."""
-    found: list[tuple[int, str, Polarity]] = []
-    for attr, patterns in _WORDS.items():
-        hits = [(m.start(), pol) for rx, pol in patterns if (m := rx.search(query))]
-        if hits:
-            pos, pol = min(hits)
-            found.append((pos, attr, pol))
-    found.sort()
-    polarity = found[0][2] if found else None
-    return tuple(a for _, a, _ in found), polarity
+def _tokens(text: str) -> list[tuple[int, int, str]]:
+    rx = re.compile(r"[a-z]+(?:'s)?(?:-[a-z]+)?", re.I)
+    return [(m.start(), m.end(), m.group(0).lower()) for m in rx.finditer(text)]
 
 
-def _names_attribute(word: str) -> bool:
-    return any(rx.search(word) for patterns in _WORDS.values() for rx, _ in patterns)
+def _region(text: str, hits: Sequence[Hit]) -> tuple[str | None, tuple[int, int]]:
+    """The part of the image the question names, and its span: the first noun phrase
+    after a determiner (up to four words, to a stop word) that is not the image
+    itself, without the attribute words that end it ("Is the night sky noisy?" ->
+    "night sky"). Attribute words that start it stay ("the dark areas") only when
+    the question names another attribute elsewhere ("... noisy?")."""
 
+    def attribute_at(start: int, end: int) -> bool:
+        return any(h[0] < end and start < h[1] for h in hits)
 
-def _region(query: str) -> str | None:
-    """The first noun phrase after a determiner that is not the image itself nor an
-    attribute word ("Is the night sky noisy?" -> "night sky")."""
-    words = re.findall(r"[a-z]+(?:-[a-z]+)?", query.lower())
-    for i, word in enumerate(words):
+    tokens = _tokens(text)
+    for i, (_, _, word) in enumerate(tokens):
         if word not in _DETERMINERS:
             continue
-        phrase: list[str] = []
-        for w in words[i + 1 : i + 4]:
-            if w in _STOP or w in _DETERMINERS or _names_attribute(w):
+        phrase: list[tuple[int, int, str]] = []
+        for token in tokens[i + 1 : i + 5]:
+            if token[2] in _STOP or token[2] in _DETERMINERS:
                 break
-            phrase.append(w)
-        if phrase and phrase[0] not in _NOT_REGIONS and phrase[-1] not in _NOT_REGIONS:
-            return " ".join(phrase)
-    return None
+            phrase.append(token)
+        while phrase and attribute_at(phrase[-1][0], phrase[-1][1]):
+            phrase.pop()
+        if phrase and attribute_at(phrase[0][0], phrase[0][1]):
+            p0, p1 = phrase[0][0], phrase[-1][1]
+            other = any(h[2] and not (p0 <= h[0] and h[1] <= p1) for h in hits)
+            while phrase and attribute_at(phrase[0][0], phrase[0][1]) and not other:
+                phrase.pop(0)
+        if phrase and phrase[0][2] not in _NOT_REGIONS and phrase[-1][2] not in _NOT_REGIONS:
+            return " ".join(t[2] for t in phrase), (phrase[0][0], phrase[-1][1])
+    return None, (0, 0)
+
+
+def _focus(text: str) -> tuple[tuple[str, ...], Polarity | None, str | None]:
+    """The attributes asked about (in order of first mention, words inside the region
+    phrase left out), what a "yes" means (the first defect or virtue word, turned
+    round by a negation before it: "free of noise" is a virtue) and the region."""
+    hits = _hits(text)
+    region, (r0, r1) = _region(text, hits)
+    asked = [h for h in hits if not (r0 <= h[0] and h[1] <= r1 and r1 > r0)]
+    focus = tuple(dict.fromkeys(h[2] for h in asked if h[2]))
+    lead = _YES_NO.match(text)
+    skip = lead.end() if lead else 0
+    polarity: Polarity | None = None
+    for start, _, _, pol in asked:
+        if pol == "neutral":
+            continue
+        if _negated(text, start, skip):
+            pol = "virtue" if pol == "defect" else "defect"
+        polarity = cast(Polarity, pol)
+        break
+    return focus, polarity, region
 
 
 def plan_query(
@@ -272,7 +400,7 @@ def plan_query(
     text = " ".join(query.split())
     if not text:
         raise ValueError("the query is empty")
-    focus, polarity = _focus(text)
+    focus, polarity, region = _focus(text)
     if _YES_NO.search(text) and not _RATE.search(text):
         kind: QueryKind = "yes_no"
     elif focus:
@@ -291,7 +419,7 @@ def plan_query(
         query=text,
         kind=kind,
         focus=focus,
-        region=_region(text),
+        region=region,
         polarity=polarity if kind == "yes_no" else None,
         tools=tools,
         overall=overall,
@@ -300,6 +428,19 @@ def plan_query(
 
 _QA_RE = re.compile(r"<query_answer>(.*?)(?:</query_answer>|$)", re.S | re.I)
 _VERDICT_RE = re.compile(r"^\W*(yes|no)\b", re.I)
+
+
+def _stated_score(text: str, attribute: str) -> float | None:
+    """The 1-5 score a query answer states for ``attribute`` as ``Name: x`` (or ``x/5``)
+    at its start or after a separator; None when it states none."""
+    names = {attribute, ATTRIBUTE_NAMES.get(attribute, attribute)}
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    rx = rf"(?:^|[;.,\n]\s*)(?:{alternatives})\s*:\s*(\d+(?:\.\d+)?)(?:\s*/\s*5)?"
+    m = re.search(rx, text, re.I)
+    if m is None:
+        return None
+    value = float(m.group(1))
+    return value if 1.0 <= value <= 5.0 else None
 
 
 def parse_query_answer(text: str) -> str | None:
@@ -362,8 +503,6 @@ def query_answer(
     question asked for it instead of the overall score, else the number the query
     answer gives for it, else its attribute score.
     """
-    from .parsing import parse_attribute_scores
-
     notes: list[str] = []
     text = parse_query_answer(reply_text)
     if text is None:
@@ -380,8 +519,8 @@ def query_answer(
         if not plan.overall:
             focus_score = score
         else:
-            given, _ = parse_attribute_scores(f"<attributes>{text or ''}</attributes>")
-            focus_score = given.get(attr, attribute_scores.get(attr))
+            stated = _stated_score(text or "", attr) if plan.kind == "attribute" else None
+            focus_score = stated if stated is not None else attribute_scores.get(attr)
     out = {
         **plan.as_dict(),
         "answer": text or "",

@@ -42,10 +42,24 @@ _WORD_RE = {
 
 
 #: Words that negate a distortion named within the next three words ("no visible noise").
-NEGATIONS = ("no", "not", "without", "free of", "lacks", "lacking", "absence of", "nor", "never")
-_NEGATION_RE = re.compile(
-    r"\b(?:" + "|".join(re.escape(w) for w in NEGATIONS) + r")\b(?:\W+\w+){0,2}\W*$", re.I
+NEGATIONS = (
+    "no",
+    "not",
+    "without",
+    "free of",
+    "lacks",
+    "lacking",
+    "absence of",
+    "neither",
+    "nor",
+    "never",
+    "hardly",
 )
+_NEGATION_RE = re.compile(
+    r"(?:\b(?:" + "|".join(re.escape(w) for w in NEGATIONS) + r")\b|n't)(?:\W+\w+){0,2}\W*$",
+    re.I,
+)
+_FREE_RE = re.compile(r"\w*[- ]free\b", re.I)  # "noise-free", "blur free"
 
 
 def _negated(text: str, start: int) -> bool:
@@ -56,8 +70,8 @@ def _negated(text: str, start: int) -> bool:
 
 
 def distortion_label(text: str) -> str | None:
-    """The distortion named first in ``text`` and not negated just before it ("no
-    noise", "free of blur", "not blurry" do not count).
+    """The distortion named first in ``text`` and not negated ("no noise", "free of
+    blur", "isn't blurry", "noise-free" do not count).
 
     >>> distortion_label("The zoomed patch shows heavy JPEG blocking and some noise.")
     'artifact'
@@ -68,7 +82,7 @@ def distortion_label(text: str) -> str | None:
     found = []
     for label, rx in _WORD_RE.items():
         for m in rx.finditer(text):
-            if not _negated(text, m.start()):
+            if not _negated(text, m.start()) and not _FREE_RE.match(text, m.end()):
                 found.append((m.start(), label))
                 break
     return min(found)[1] if found else None

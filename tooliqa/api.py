@@ -194,7 +194,31 @@ def combine_samples(runs: list[Assessment]) -> Assessment:
     result.timings = timings
     failed = [a.error for a in runs if a.score is None and a.error]
     result.errors = [*result.errors, *(f"sample failed: {e}" for e in failed)]
+    if result.query_answer is not None:
+        result.query_answer = _combine_answers(result.query_answer, scored, result.score)
     return result
+
+
+def _combine_answers(
+    first: dict[str, Any], scored: list[Assessment], mean: float | None
+) -> dict[str, Any]:
+    """The query answer of N samples: the first sample's text and evidence, the majority
+    verdict (ties go to the first sample's), the mean focus score, and every sample's
+    verdict and score."""
+    answers = [a.query_answer for a in scored if a.query_answer is not None]
+    out = dict(first)
+    verdicts = [qa.get("verdict") for qa in answers]
+    counted = [v for v in verdicts if v is not None]
+    if counted:
+        best = max(("yes", "no"), key=lambda v: (counted.count(v), v == first.get("verdict")))
+        out["verdict"] = best
+    if out.get("score_of", "overall") != "overall":
+        out["score"] = mean  # the <answer> score was the focus attribute's
+    else:
+        values = [float(qa["score"]) for qa in answers if qa.get("score") is not None]
+        out["score"] = round(sum(values) / len(values), 4) if values else None
+    out["samples"] = [{"verdict": qa.get("verdict"), "score": qa.get("score")} for qa in answers]
+    return out
 
 
 async def _run_once(

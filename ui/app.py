@@ -282,6 +282,8 @@ def regions_image(
             x1, y1, x2, y2 = (float(v) * scale for v in region["box"])
         except (KeyError, TypeError, ValueError):
             continue
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            continue
         if x2 <= x1 or y2 <= y1 or x2 <= 0 or y2 <= 0 or x1 >= img.width or y1 >= img.height:
             continue
         x1, x2 = sorted((min(max(x1, 0), img.width - 1), min(max(x2 - 1, 0), img.width - 1)))

@@ -285,3 +285,17 @@ def test_old_assessment_json_without_the_fields_loads():
     old = {"schema_version": "1", "image": "a.png", "score": 3.2, "steps": [], "backend": "x"}
     a = Assessment.model_validate_json(json.dumps(old))
     assert a.attribute_scores == {} and a.regions == [] and a.score == 3.2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The patch isn't blurry.",
+        "I don't see any noise.",
+        "The sky is noise-free.",
+        "Neither blur nor noise is visible.",
+        "There is hardly any noise.",
+    ],
+)
+def test_more_negations_leave_the_region_unlabelled(text):
+    assert distortion_label(text) is None

@@ -48,7 +48,9 @@ FUNCTIONS = {
     "blockiness": lambda rgb: measures.measure(rgb).blockiness,
     "contrast": lambda rgb: measures.measure(rgb).rms_contrast,
     "colourfulness": lambda rgb: measures.measure(rgb).colourfulness,
-    "exposure_error": lambda rgb: measures.exposure_error(rgb),
+    "exposure_error": lambda rgb: (
+        lambda m: abs(m.mean_luminance - 0.45) + m.shadow_clip + m.highlight_clip
+    )(measures.measure(rgb)),
 }
 
 

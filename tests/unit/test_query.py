@@ -57,7 +57,44 @@ class TestPlan:
                 None,
                 True,
             ),
-            ("Is this a good photo?", "yes_no", (), None, None, True),
+            ("Is this a good photo?", "yes_no", (), None, "virtue", True),
+            ("Is this a bad photo?", "yes_no", (), None, "defect", True),
+            ("Is the exposure too dark?", "yes_no", ("exposure",), None, "defect", True),
+            ("Is the image free of noise?", "yes_no", ("noise",), None, "virtue", True),
+            ("Is the image noise-free?", "yes_no", ("noise",), None, "virtue", True),
+            ("Isn't it blurry?", "yes_no", ("sharpness",), None, "defect", True),
+            ("Is the colour washed out?", "yes_no", ("colour",), None, "defect", True),
+            ("Is the lighting too dim?", "yes_no", ("exposure",), None, "defect", True),
+            (
+                "Is the software screenshot sharp?",
+                "yes_no",
+                ("sharpness",),
+                "software screenshot",
+                "virtue",
+                True,
+            ),
+            ("How little detail is there?", "attribute", ("sharpness",), None, None, True),
+            ("Is the subject blurry?", "yes_no", ("sharpness",), "subject", "defect", True),
+            ("Are the dark areas noisy?", "yes_no", ("noise",), "dark areas", "defect", True),
+            (
+                "rate only the noise in the dark areas",
+                "attribute",
+                ("noise",),
+                "dark areas",
+                None,
+                False,
+            ),
+            (
+                "rate only the sharpness of the subject",
+                "attribute",
+                ("sharpness",),
+                "subject",
+                None,
+                False,
+            ),
+            ("Is the man's face blurry?", "yes_no", ("sharpness",), "man's face", "defect", True),
+            ("Is the photo out of focus?", "yes_no", ("sharpness",), None, "defect", True),
+            ("Is the image\ntoo  dark?", "yes_no", ("exposure",), None, "defect", True),
             ("Rate the overall quality", "overall", (), None, None, True),
             ("What is going on here?", "open", (), None, None, True),
         ],
@@ -312,3 +349,99 @@ def test_cli_prints_the_question_and_answer(capsys):
     assert main(["assess", str(path), "--query", "rate only the sharpness", "--json"]) == 0
     record = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
     assert record["query_answer"]["score_of"] == "sharpness"
+
+
+class TestReviewedEdgeCases:
+    def test_magnifier_is_aimed_only_when_planned(self):
+        only_noise = plan_query("Is the sky noisy?", ("noise",)).instructions()
+        assert "magnifier" not in only_noise and "give the sky's bbox" in only_noise
+        assert (
+            "aim the magnifier at the sky" in plan_query("Is the sky noisy?", VIEWS).instructions()
+        )
+        gamma = plan_query("Are the shadows too dark?", VIEWS).instructions()
+        assert "magnifier" not in gamma and "bbox" not in gamma
+
+    def test_score_is_read_only_from_a_stated_attribute_score(self, image_bytes):
+        m = ScriptedChatModel.from_replies(
+            [
+                RUBRIC_REPLY,
+                "<answer>3</answer><query_answer>Yes. Where the noise: 2 small patches."
+                "</query_answer>",
+            ]
+        )
+        a = run(m, image_bytes, "Is the sky noisy?")  # a yes/no question states no score
+        assert a.query_answer["score"] is None
+        m = ScriptedChatModel.from_replies(
+            [
+                RUBRIC_REPLY,
+                "<answer>3</answer><query_answer>It is grainy. Noise: 2/5</query_answer>",
+            ]
+        )
+        assert run(m, image_bytes, "How noisy is it?").query_answer["score"] == 2.0
+
+    def test_json_answer_naming_a_tag_in_its_text_still_parses(self, image_bytes):
+        answer = {"thinking": "I list them under <regions> as asked", "score": 3.4, "regions": []}
+        m = ScriptedChatModel.from_replies([RUBRIC_REPLY, json.dumps(answer)])
+        a = run(
+            m, image_bytes, None, structured_output=True, report_regions=True, max_tool_rounds=0
+        )
+        assert a.score == 3.4 and a.regions == []
+
+    def test_structured_repair_asks_for_json_only(self, image_bytes):
+        m = ScriptedChatModel.from_replies(
+            [
+                RUBRIC_REPLY,
+                '{"thinking": "x", "score": 9}',
+                json.dumps(
+                    {
+                        "thinking": "ok",
+                        "score": 3,
+                        "attributes": {"sharpness": 3},
+                        "query_answer": "No.",
+                    }
+                ),
+            ]
+        )
+        a = run(
+            m,
+            image_bytes,
+            "Is the sky noisy?",
+            structured_output=True,
+            attribute_scores=True,
+            max_tool_rounds=0,
+        )
+        repair = texts(m.calls[2])[-1]
+        assert repair.startswith("Your last reply did not contain a valid final score")
+        assert '"query_answer"' in repair and '"attributes"' in repair
+        assert "<answer>" not in repair and "<query_answer>" not in repair
+        assert "<attributes>" not in repair
+        assert a.score == 3 and a.query_answer["verdict"] == "no"
+
+    def test_multi_line_question_reaches_the_prompt_on_one_line(self, image_bytes):
+        a = assess(REPO / "examples" / "coffee_underexposed.jpg", query="Is the image\ntoo dark?")
+        assert a.query_answer["query"] == "Is the image too dark?"
+        assert a.query_answer["verdict"] == "yes"
+
+    @pytest.mark.parametrize(
+        ("image", "query", "verdict"),
+        [
+            ("coffee_underexposed.jpg", "Is the exposure too dark?", "yes"),
+            ("chelsea_noisy.jpg", "Is the image free of noise?", "no"),
+            ("astronaut_pristine.jpg", "Is this a bad photo?", "no"),
+            ("astronaut_pristine.jpg", "Is this a good photo?", "yes"),
+        ],
+    )
+    def test_classic_verdicts_follow_the_questions_polarity(self, image, query, verdict):
+        assert assess(REPO / "examples" / image, query=query).query_answer["verdict"] == verdict
+
+    def test_samples_combine_the_query_answers(self):
+        from tooliqa.api import combine_samples
+
+        def sample(score: float, verdict: str) -> Assessment:
+            qa = {"query": "rate only the noise", "score_of": "noise", "score": score}
+            return Assessment(score=score, query_answer={**qa, "verdict": verdict})
+
+        a = combine_samples([sample(2.0, "no"), sample(3.0, "yes"), sample(4.0, "yes")])
+        assert a.score == 3.0 and a.query_answer["score"] == 3.0
+        assert a.query_answer["verdict"] == "yes"
+        assert [s["score"] for s in a.query_answer["samples"]] == [2.0, 3.0, 4.0]

@@ -80,6 +80,8 @@ class TestRegionsImage:
             {"box": [500, 500, 600, 600], "label": "outside"},
             {"box": [1, 2, 3], "label": "short"},
             {"label": "no box"},
+            {"box": [float("nan"), 0, 50, 50], "label": "nan"},
+            {"box": [0, 0, float("inf"), 50], "label": "inf"},
         ]
         assert regions_image(grey(100, 100), bad) is None
         assert regions_image(grey(100, 100), []) is None

@@ -451,11 +451,8 @@ class ClassicChatModel(BaseChatModel):
         ]
         evidence += _tool_results(messages)
         if plan.kind == "yes_no":
-            if focus:
-                low = scores[focus[0]] < YES_NO_CUT
-                yes = low if plan.polarity == "defect" else not low
-            else:
-                yes = overall >= YES_NO_CUT
+            low = (scores[focus[0]] if focus else overall) < YES_NO_CUT
+            yes = low if plan.polarity == "defect" else not low
             head = "Yes." if yes else "No."
         elif focus:
             head = "; ".join(f"{ATTRIBUTE_NAMES[a]}: {scores[a]:.1f}" for a in focus) + "."
