@@ -383,6 +383,9 @@ def test_checkpointed_in_a_real_sqlite_database(image_bytes, tmp_path):
 def test_mermaid_shows_the_real_routes():
     mermaid = graph.get_graph().draw_mermaid()
     for edge in (
+        "__start__ -.-> plan",
+        "__start__ -.-> observe",
+        "plan --> observe",
         "observe -.-> decide",
         "decide -.-> tool",
         "tool -.-> decide",
