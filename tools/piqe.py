@@ -63,6 +63,7 @@ __all__ = [
     "PIQEResult",
     "distortion_boxes",
     "piqe",
+    "piqe_blockwise",
     "piqe_maps",
 ]
 
@@ -302,6 +303,36 @@ def piqe_maps(image: np.ndarray) -> PIQEResult:
         noise=noise,
         distortion=distortion,
     )
+
+
+def piqe_blockwise(image: np.ndarray) -> float:
+    """PIQE computed block by block in a plain loop, straight from the algorithm's
+    description: a slow cross-check of the vectorised :func:`piqe` (the tests and
+    ``bench/bench_classic_metrics.py --piqe-loop`` compare the two)."""
+    y, integral = _grey(image)
+    h, w = y.shape
+    rows, cols = -(-h // BLOCK), -(-w // BLOCK)
+    y = np.pad(y, ((0, rows * BLOCK - h), (0, cols * BLOCK - w)), mode="symmetric")
+    z = _mscn(_stretch(y, integral))
+    total, active = 0.0, 0
+    for i in range(rows):
+        for j in range(cols):
+            b = z[BLOCK * i : BLOCK * (i + 1), BLOCK * j : BLOCK * (j + 1)]
+            v = b.var(ddof=1)
+            if v <= _ACTIVITY:
+                continue
+            active += 1
+            edges = (b[0], b[-1], b[:, 0], b[:, -1])
+            segments = range(BLOCK - _SEGMENT + 1)
+            art = any(
+                e[k : k + _SEGMENT].std(ddof=1) < _SEGMENT_STD for e in edges for k in segments
+            )
+            surround = np.delete(b, [7, 9], axis=1).std(ddof=1)
+            ratio = b[:, 7:9].std(ddof=1) / surround if surround > 0 else 0.0
+            sig = np.sqrt(v)
+            noisy = sig > 2 * abs(sig - ratio) / max(sig, ratio)
+            total += art * (1 - v) + noisy * v
+    return 100.0 * (total + 1) / (active + 1)
 
 
 def piqe(image: np.ndarray) -> float:

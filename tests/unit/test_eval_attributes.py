@@ -142,6 +142,17 @@ class TestHarness:
         rerendered = json.loads((again / "report.json").read_text(encoding="utf-8"))
         assert rerendered["groups"][0]["attributes"] == attrs
 
+    def test_extended_prompt_style_predicts_colour_for_its_labels(self, tmp_path, images):
+        root, predicted = images
+        labels = _labels_csv(tmp_path / "labels.csv", predicted)
+        report = _eval(tmp_path, labels, root, "--attribute-scores", "--prompt-style", "extended")
+        colour = report["groups"][0]["attributes"]["colour"]
+        assert (colour["n"], colour["predicted"]) == (N_IMAGES, N_IMAGES)
+        assert colour["srcc"] is not None
+        with ResultStore(tmp_path / "runs.sqlite") as store:
+            (run,) = store.runs()
+        assert run.config["prompt_style"] == "extended"
+
     def test_labels_without_predicted_scores_say_how_to_get_them(self, tmp_path, images):
         root, predicted = images
         labels = _labels_csv(tmp_path / "labels.csv", predicted)

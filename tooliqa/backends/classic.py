@@ -462,6 +462,7 @@ class ClassicChatModel(BaseChatModel):
                 f"Overall quality {overall:.2f}/5; the weakest attribute is "
                 f"{ATTRIBUTE_NAMES[weakest]} ({scores[weakest]:.1f}/5)."
             )
+        evidence = [e.rstrip(" .") for e in evidence]
         return head + (" Evidence: " + "; ".join(evidence) + "." if evidence else "")
 
     def _evidence(self, m: Measurements, messages: Sequence[BaseMessage]) -> list[str]:

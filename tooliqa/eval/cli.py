@@ -55,6 +55,12 @@ def add_eval_parser(sub: Any) -> None:
         "the datasets' attribute labels (attr_* or SPAQ attribute columns)",
     )
     p.add_argument(
+        "--prompt-style",
+        choices=["paper", "extended"],
+        default="paper",
+        help="paper: Appendix A verbatim (default); extended: the rubric adds a colour line",
+    )
+    p.add_argument(
         "--regions",
         action="store_true",
         help="also ask for distorted regions (stored with each Assessment)",
@@ -106,6 +112,8 @@ def _contexts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     for flag, setting in _OPTIONS.items():
         if getattr(args, flag):
             common[setting] = True
+    if args.prompt_style != "paper":
+        common["prompt_style"] = args.prompt_style
     if not args.server:
         return {"classic": make_context(**common)}, "classic"
     contexts = {}
@@ -153,6 +161,8 @@ async def _eval(args: argparse.Namespace) -> int:
     for flag, setting in _OPTIONS.items():  # only when on: older runs keep their ids
         if getattr(args, flag):
             settings[setting] = True
+    if args.prompt_style != "paper":
+        settings["prompt_style"] = args.prompt_style
     run_ids = []
     with ResultStore(args.db) as store:
         for ds in datasets:

@@ -222,7 +222,10 @@ def _no_pairs_reason(key: str, rows: Sequence[Row]) -> str:
     if key not in ATTRIBUTE_KEYS:
         return f"{key} is not a rubric attribute; nothing predicts it"
     if key == "colour":
-        return "no colour scores predicted (asked for in the extended prompt style only)"
+        return (
+            "no colour scores predicted (asked for in the extended prompt style only: "
+            "tooliqa eval --prompt-style extended)"
+        )
     return f"no {key} scores predicted for the labelled images"
 
 
