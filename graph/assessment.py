@@ -49,6 +49,13 @@ def transcript(messages: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _unanswered(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The query answer of a run that ended without an answer: the plan, nothing else."""
+    if not plan:
+        return None
+    return {**plan, "answer": "", "verdict": None, "score": None, "evidence": []}
+
+
 class Step(BaseModel):
     """One tool round: what was asked, whether it worked, what came back."""
 
@@ -181,6 +188,6 @@ class Assessment(BaseModel):
                 *magnifier_regions(state.get("steps") or [], state.get("replies") or []),
                 *(state.get("answer_regions") or []),
             ],
-            query_answer=state.get("query_answer"),
+            query_answer=state.get("query_answer") or _unanswered(state.get("plan")),
             transcript=transcript(state.get("messages") or []),
         )

@@ -445,3 +445,12 @@ class TestReviewedEdgeCases:
         assert a.score == 3.0 and a.query_answer["score"] == 3.0
         assert a.query_answer["verdict"] == "yes"
         assert [s["score"] for s in a.query_answer["samples"]] == [2.0, 3.0, 4.0]
+
+
+def test_a_run_without_an_answer_keeps_the_plan(image_bytes):
+    m = ScriptedChatModel.from_replies([RUBRIC_REPLY, "no idea", "still no idea"])
+    a = run(m, image_bytes, "Is the sky noisy?", max_tool_rounds=1)
+    assert a.score is None and a.error
+    qa = a.query_answer
+    assert qa["focus"] == ["noise"] and qa["region"] == "sky"
+    assert qa["answer"] == "" and qa["verdict"] is None and qa["evidence"] == []
