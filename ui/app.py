@@ -47,22 +47,13 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 
 CLASSIC = "classic (built in)"
 SERVER = "vLLM server"
+from tooliqa.tools import DEFAULT_TOOLS as _GRAPH_DEFAULT_TOOLS  # noqa: E402
+from tooliqa.tools import TOOLS as _GRAPH_TOOLS  # noqa: E402
+
 #: Every tool the graph knows: the paper's two views (on by default) and the measurement
 #: tools (NIQE, BRISQUE, PIQE and the simple measures; off by default).
-TOOLS = [
-    "magnifier",
-    "gamma_corrector",
-    "niqe",
-    "brisque",
-    "piqe",
-    "sharpness",
-    "noise",
-    "blockiness",
-    "contrast",
-    "colourfulness",
-    "exposure_error",
-]
-DEFAULT_TOOLS = ["magnifier", "gamma_corrector"]
+TOOLS = list(_GRAPH_TOOLS)
+DEFAULT_TOOLS = list(_GRAPH_DEFAULT_TOOLS)
 RUBRIC_HEADERS = ["attribute", "level", "score (1–5)"]
 BATCH_HEADERS = ["rank", "image", "score", "rubric levels", "tools used", "error"]
 DISPLAY_SIDE = 640  # longest side of the images shown in the steps gallery
