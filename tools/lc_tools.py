@@ -53,8 +53,6 @@ def make_view_tools(
     tools: list[BaseTool] = []
     for name in names:
         spec = TOOLS[name]
-        describe = spec.describe
-        description = describe(settings.convention) if describe else spec.description
 
         def _call(_name: str = name, **kwargs: Any) -> tuple[list[dict[str, Any]], ViewResult]:
             result = run_view_tool(_name, kwargs, decoded, settings, enabled=names)
@@ -64,7 +62,7 @@ def make_view_tools(
             StructuredTool.from_function(
                 func=_call,
                 name=spec.name,
-                description=description,
+                description=spec.description_for(settings.convention),
                 args_schema=spec.args_model,
                 response_format="content_and_artifact",
                 handle_validation_error=True,

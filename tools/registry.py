@@ -119,6 +119,10 @@ class ViewTool:
     describe: Callable[[str], str] | None = None
     """Description for a box convention, where it depends on one."""
 
+    def description_for(self, convention: str) -> str:
+        """What the model is told about the tool, in the run's box convention."""
+        return self.describe(convention) if self.describe else self.description
+
 
 def _run_magnifier(
     rgb: np.ndarray, args: BaseModel, settings: ViewSettings
@@ -168,6 +172,7 @@ VIEW_TOOLS: dict[str, ViewTool] = {
         args_model=MagnifierArgs,
         run=_run_magnifier,
         aliases=("zoom", "zoom_in", "magnify", "crop", "image_zoom_in_tool", "zoom_in_tool"),
+        describe=_magnifier_description,
     ),
     "gamma_corrector": ViewTool(
         name="gamma_corrector",
@@ -423,15 +428,9 @@ def tool_specs(
     specs = []
     for name in names:
         tool = TOOLS[name]
-        if name == "magnifier":
-            description = _magnifier_description(convention)
-        elif tool.describe is not None:
-            description = tool.describe(convention)
-        else:
-            description = tool.description
         fn: dict[str, Any] = {
             "name": name,
-            "description": description,
+            "description": tool.description_for(convention),
             "parameters": _parameters(tool, convention, strict),
         }
         if strict:

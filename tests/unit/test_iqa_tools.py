@@ -240,3 +240,18 @@ def test_importing_the_tools_does_not_load_the_metric_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_langchain_tool_descriptions_follow_the_box_convention(image_bytes):
+    from tooliqa.tools import ViewSettings
+    from tooliqa.tools.lc_tools import make_view_tools
+
+    tools = make_view_tools(
+        image_bytes, ViewSettings(convention="pixel"), enabled=["magnifier", "niqe"]
+    )
+    specs = {
+        s["function"]["name"]: s["function"] for s in tool_specs(["magnifier", "niqe"], "pixel")
+    }
+    for t in tools:
+        assert "pixel coordinates" in t.description
+        assert t.description == specs[t.name]["description"]
