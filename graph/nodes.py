@@ -160,24 +160,24 @@ def _with_extras(ctx: Context, text: str, plan: QueryPlan | None) -> str:
     return text + "\n" + tail if tail else text
 
 
+def _json_parts(ctx: Context, plan: QueryPlan | None) -> dict[str, Any]:
+    """What a JSON answer carries besides the score: one settings set for its schema
+    and for the hint that names it."""
+    return {
+        "attributes": rubric_attributes(ctx.prompt_style) if ctx.attribute_scores else (),
+        "regions": ctx.report_regions,
+        "query_answer": plan is not None,
+    }
+
+
 def _json_hint(ctx: Context, plan: QueryPlan | None) -> str:
-    return json_answer_hint(
-        attributes=rubric_attributes(ctx.prompt_style) if ctx.attribute_scores else (),
-        regions=ctx.report_regions,
-        query_answer=plan is not None,
-        convention=ctx.bbox_convention,
-    )
+    return json_answer_hint(**_json_parts(ctx, plan), convention=ctx.bbox_convention)
 
 
 def _answer_schema(ctx: Context, plan: QueryPlan | None) -> tuple[str, dict[str, Any]] | None:
     if not ctx.structured_output:
         return None
-    schema = answer_json_schema(
-        attributes=rubric_attributes(ctx.prompt_style) if ctx.attribute_scores else (),
-        regions=ctx.report_regions,
-        query_answer=plan is not None,
-    )
-    return ("final_answer", schema)
+    return ("final_answer", answer_json_schema(**_json_parts(ctx, plan)))
 
 
 def _next_turn_text(ctx: Context, rounds_used: int, plan: QueryPlan | None) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "parse_action",
     "parse_answer",
     "parse_attribute_scores",
+    "parse_query_answer",
     "parse_regions",
     "parse_rubric",
     "parse_score",
@@ -48,6 +49,7 @@ _KEYWORD_RE = re.compile(
 _NUMBER_RE = re.compile(_NUM)
 _ATTRIBUTES_RE = re.compile(_TAG.format("attributes"), re.S | re.I)
 _REGIONS_RE = re.compile(_TAG.format("regions"), re.S | re.I)
+_QUERY_ANSWER_RE = re.compile(_TAG.format("query_answer"), re.S | re.I)
 _EXTRAS_RE = re.compile(r"<(attributes|regions|query_answer)>.*?(?:</\1>|$)", re.S | re.I)
 
 
@@ -432,6 +434,15 @@ def _severity(value: Any) -> float | str | None:
         return float(value) if 0.0 <= value <= 1.0 else None
     text = str(value).strip().lower()
     return text or None
+
+
+def parse_query_answer(text: str) -> str | None:
+    """The text of the last ``<query_answer>`` block, whitespace collapsed, or None when
+    there is none (see :mod:`tooliqa.graph.query`)."""
+    blocks = _QUERY_ANSWER_RE.findall(text or "")
+    if not blocks:
+        return None
+    return " ".join(blocks[-1].split()) or None
 
 
 def parse_regions(text: str) -> tuple[list[dict[str, Any]], list[str]]:

@@ -39,14 +39,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
+from .parsing import parse_query_answer
 from .prompts import ATTRIBUTE_NAMES
+from .regions import negated
 
 __all__ = [
     "FOCUS_WORDS",
     "QUERY_ANSWER_PROMPT",
     "TOOLS_FOR",
     "QueryPlan",
-    "parse_query_answer",
     "plan_query",
     "query_answer",
 ]
@@ -168,12 +169,6 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     ),
     *((_rx(p), "", polarity) for polarity, patterns in OVERALL_WORDS.items() for p in patterns),
 )
-#: Negations that turn a word's polarity within the same clause ("free of noise").
-_NEGATION = re.compile(
-    r"(?:\b(?:no|not|without|free of|lacks?|lacking|hardly|never|neither|nor)\b|n't)"
-    r"(?:\W+\w+){0,2}\W*$",
-    re.I,
-)
 
 
 def _hits(text: str) -> list[Hit]:
@@ -189,13 +184,6 @@ def _hits(text: str) -> list[Hit]:
             continue  # inside (or overlapping) a longer, earlier match
         out.append(hit)
     return out
-
-
-def _negated(text: str, start: int, skip: int) -> bool:
-    """A negation at most three words before ``start`` in the same clause, not counting
-    the first ``skip`` characters (a question's leading "Isn't")."""
-    clause = re.split(r"[.;:!?,]|\bbut\b", text[skip:start])[-1]
-    return bool(_NEGATION.search(clause))
 
 
 _YES_NO = re.compile(
@@ -386,7 +374,7 @@ def _focus(text: str) -> tuple[tuple[str, ...], Polarity | None, str | None]:
     for start, _, _, pol in asked:
         if pol == "neutral":
             continue
-        if _negated(text, start, skip):
+        if negated(text, start, skip):  # "free of noise" asks about a virtue
             pol = "virtue" if pol == "defect" else "defect"
         polarity = cast(Polarity, pol)
         break
@@ -426,7 +414,6 @@ def plan_query(
     )
 
 
-_QA_RE = re.compile(r"<query_answer>(.*?)(?:</query_answer>|$)", re.S | re.I)
 _VERDICT_RE = re.compile(r"^\W*(yes|no)\b", re.I)
 
 
@@ -441,14 +428,6 @@ def _stated_score(text: str, attribute: str) -> float | None:
         return None
     value = float(m.group(1))
     return value if 1.0 <= value <= 5.0 else None
-
-
-def parse_query_answer(text: str) -> str | None:
-    """The text of the last ``<query_answer>`` block, or None when there is none."""
-    blocks = _QA_RE.findall(text or "")
-    if not blocks:
-        return None
-    return " ".join(blocks[-1].split()) or None
 
 
 def _evidence(
@@ -497,8 +476,8 @@ def query_answer(
 ) -> tuple[dict[str, Any], list[str]]:
     """``Assessment.query_answer`` from the final reply and the run's evidence, and notes.
 
-    ``answer`` is the ``<query_answer>`` text (the rationale when it is missing, with a
-    note); ``verdict`` ``yes``/``no`` for yes/no questions when the answer starts with
+    ``answer`` is the ``<query_answer>`` text ("" when it is missing, with a note);
+    ``verdict`` ``yes``/``no`` for yes/no questions when the answer starts with
     one; ``score`` the focus attribute's 1–5 score: the ``<answer>`` score when the
     question asked for it instead of the overall score, else the number the query
     answer gives for it, else its attribute score.

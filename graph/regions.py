@@ -25,6 +25,7 @@ __all__ = [
     "answer_regions",
     "distortion_label",
     "magnifier_regions",
+    "negated",
 ]
 
 #: Label → words that name it (matched at word starts, case-insensitive).
@@ -41,12 +42,14 @@ _WORD_RE = {
 }
 
 
-#: Words that negate a distortion named within the next three words ("no visible noise").
+#: Words that negate a word within the next three words, in the same clause ("no visible
+#: noise"); also used by the query planner (:mod:`tooliqa.graph.query`).
 NEGATIONS = (
     "no",
     "not",
     "without",
     "free of",
+    "lack",
     "lacks",
     "lacking",
     "absence of",
@@ -62,10 +65,15 @@ _NEGATION_RE = re.compile(
 _FREE_RE = re.compile(r"\w*[- ]free\b", re.I)  # "noise-free", "blur free"
 
 
-def _negated(text: str, start: int) -> bool:
-    """Whether a negation word comes at most three words before ``start``, in the
-    same clause."""
-    clause = re.split(r"[.;:!?,]|\bbut\b", text[:start])[-1]
+def negated(text: str, start: int, skip: int = 0) -> bool:
+    """Whether a negation (:data:`NEGATIONS`, or "n't") comes at most three words before
+    ``start``, in the same clause, not counting the first ``skip`` characters (a
+    question's leading "Isn't").
+
+    >>> negated("The sky is free of noise", 19), negated("Isn't it blurry?", 9, skip=5)
+    (True, False)
+    """
+    clause = re.split(r"[.;:!?,]|\bbut\b", text[skip:start])[-1]
     return bool(_NEGATION_RE.search(clause))
 
 
@@ -82,7 +90,7 @@ def distortion_label(text: str) -> str | None:
     found = []
     for label, rx in _WORD_RE.items():
         for m in rx.finditer(text):
-            if not _negated(text, m.start()) and not _FREE_RE.match(text, m.end()):
+            if not negated(text, m.start()) and not _FREE_RE.match(text, m.end()):
                 found.append((m.start(), label))
                 break
     return min(found)[1] if found else None

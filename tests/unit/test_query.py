@@ -13,8 +13,9 @@ from tooliqa.api import assess, make_context
 from tooliqa.cli import main
 from tooliqa.graph import Assessment, Context, graph
 from tooliqa.graph import query as query_module
+from tooliqa.graph.parsing import parse_query_answer
 from tooliqa.graph.prompts import GATE_PROMPT, RUBRIC_PROMPT
-from tooliqa.graph.query import QueryPlan, parse_query_answer, plan_query
+from tooliqa.graph.query import QueryPlan, plan_query
 from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
 
 from _support import REPO, RUBRIC_REPLY

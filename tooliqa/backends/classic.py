@@ -45,7 +45,13 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field, PrivateAttr
 
 from tooliqa.graph.parsing import message_text
-from tooliqa.graph.prompts import ATTRIBUTE_NAMES, FINAL_PROMPT, GATE_PROMPT, RUBRIC_PROMPT
+from tooliqa.graph.prompts import (
+    ATTRIBUTE_NAMES,
+    FINAL_PROMPT,
+    GATE_PROMPT,
+    QUERY_PROMPT,
+    RUBRIC_PROMPT,
+)
 from tooliqa.graph.query import QueryPlan, plan_query
 from tooliqa.tools import ImageError, decode_image_cached, image_digest
 from tooliqa.tools.measures import Measurements, measure, most_detailed_region
@@ -90,7 +96,13 @@ _RUBRIC_MARK = RUBRIC_PROMPT.splitlines()[0]
 _GATE_MARK = GATE_PROMPT.splitlines()[0]
 _FINAL_MARK = FINAL_PROMPT.splitlines()[0]
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,(.*)$", re.S)
-_QUERY_RE = re.compile(r'The user also asks about this image: "(.*)"')
+_QUERY_RE = re.compile(  # the question as QUERY_PROMPT writes it (on one line)
+    re.escape(QUERY_PROMPT.split("{query}")[0])
+    + r"(.*?)"
+    + re.escape(QUERY_PROMPT.split("{query}")[1].splitlines()[0])
+    + "$",
+    re.M,
+)
 _TOOL_RESPONSE_RE = re.compile(r"<tool_response>\s*(.*?)\s*</tool_response>", re.S)
 
 #: An attribute score below this answers a defect question "yes" (a virtue question "no").
@@ -392,8 +404,8 @@ class ClassicChatModel(BaseChatModel):
         problem = exposure_problem(m, self.cuts)
         call: tuple[str, dict[str, Any], str] | None = None
         plan = _query_plan(messages, tools)
-        planned = [t for t in (plan.tools if plan else ()) if t in tools and t not in used]
-        if planned:
+        planned = [t for t in plan.tools if t in tools and t not in used] if plan else []
+        if plan is not None and planned:
             call = self._planned_call(planned[0], problem, rgb, plan)
         elif problem and "gamma_corrector" in tools and "gamma_corrector" not in used:
             mode = "brighten" if problem == "dark" else "darken"
@@ -427,10 +439,10 @@ class ClassicChatModel(BaseChatModel):
         return AIMessage(content=f"<thinking>{why}</thinking>\n<tool_call>{payload}</tool_call>")
 
     def _planned_call(
-        self, name: str, problem: str | None, rgb: np.ndarray, plan: QueryPlan | None
+        self, name: str, problem: str | None, rgb: np.ndarray, plan: QueryPlan
     ) -> tuple[str, dict[str, Any], str]:
         """The call a query plan asks for, with arguments the measures suggest."""
-        about = plan.query if plan else "the question"
+        about = plan.query
         if name == "magnifier":
             return name, {"bbox": self._box(rgb)}, f"To answer {about!r}, magnify the detail."
         if name == "gamma_corrector":
