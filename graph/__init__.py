@@ -4,7 +4,7 @@ nodes and the compiled graph, plus the :class:`Assessment` result type.
 Embeddable on its own: imports ``tooliqa.tools`` and nothing above it.
 """
 
-from .assessment import Assessment, Step, Usage
+from .assessment import Assessment, ProtocolTurn, Step, Usage
 from .context import DEFAULT_MAX_PIXELS, Context
 from .graph import build_graph, compile_graph, graph
 from .state import InputState, State
@@ -14,6 +14,7 @@ __all__ = [
     "Assessment",
     "Context",
     "InputState",
+    "ProtocolTurn",
     "State",
     "Step",
     "Usage",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .parsing import Action, AnswerAction, InvalidToolCall, Malformed, ToolCallAction
 from .regions import magnifier_regions
 
-__all__ = ["Assessment", "Step", "Usage", "transcript"]
+__all__ = ["Assessment", "ProtocolTurn", "Step", "Usage", "transcript"]
 
 SCHEMA_VERSION = "1"
 
@@ -81,6 +82,72 @@ class Step(BaseModel):
         return f"data:{self.mime or 'image/png'};base64,{base64.b64encode(self.view).decode()}"
 
 
+TurnKind = Literal["rubric", "gate", "final", "repair"]
+
+
+class ProtocolTurn(BaseModel):
+    """What the protocol (Tool-IQA Appendix A) saw in one model reply, as typed fields.
+
+    The format reward and the training record read these, never the reply text or the
+    error messages. ``None`` means "does not apply to this turn" (no tool call, no answer,
+    or a structured JSON turn that has no thinking block).
+    """
+
+    turn: TurnKind
+    """``rubric`` (the observation), ``gate`` (tool or answer), ``final`` (the answer asked
+    for once no tool may be called) or ``repair`` (the answer after a repair prompt)."""
+    round: int = 0
+    """Tool rounds used before this reply."""
+    action: Literal["rubric", "tool_call", "invalid_tool_call", "answer", "malformed"]
+    thinking: bool | None = None
+    """A thinking block was opened and closed."""
+    single_action: bool = True
+    """Exactly one action: not a tool call and an answer, not several of either."""
+    tool_call_valid: bool | None = None
+    """A tool call: it could be read and named an enabled tool with arguments of its schema
+    (False for unreadable JSON, an unknown tool, wrong argument types). A valid call may
+    still fail on the image (a region too small): that is the step's ``ok``."""
+    answer_tagged: bool | None = None
+    """An answer or an unusable one: the score sat in ``<answer>`` (or the structured JSON),
+    not in prose."""
+    score_in_range: bool | None = None
+    """An answer: a score in [1, 5] was read; False for a number outside it."""
+    rubric_parsed: bool | None = None
+    """The rubric turn: the note named at least one rubric attribute."""
+    repair_needed: bool = False
+    """The reply was unusable (a repair prompt follows while retries remain)."""
+    reason: str | None = None
+    """Why the reply was unusable."""
+
+    @classmethod
+    def of(cls, turn: TurnKind, round: int, action: Action) -> ProtocolTurn:
+        """The record of a parsed gate or answer reply (a tool call's validity is filled in
+        once the tool has run)."""
+        form = action.form
+        fields: dict[str, Any] = {
+            "turn": turn,
+            "round": round,
+            "thinking": form.thinking,
+            "single_action": form.single_action,
+        }
+        if isinstance(action, ToolCallAction):
+            return cls(**fields, action="tool_call")
+        if isinstance(action, InvalidToolCall):
+            return cls(**fields, action="invalid_tool_call", tool_call_valid=False)
+        if isinstance(action, AnswerAction):
+            tagged = form.tagged and not action.lenient
+            return cls(**fields, action="answer", answer_tagged=tagged, score_in_range=True)
+        assert isinstance(action, Malformed)
+        return cls(
+            **fields,
+            action="malformed",
+            answer_tagged=form.answers > 0 if form.tool_calls == 0 else None,
+            score_in_range=False if action.code == "out_of_range" else None,
+            repair_needed=True,
+            reason=action.reason,
+        )
+
+
 class Usage(BaseModel):
     """Tokens and model calls spent on one image."""
 
@@ -120,6 +187,8 @@ class Assessment(BaseModel):
     regions: list[dict[str, Any]] = Field(default_factory=list)
     """Distortion regions: ``{box: [x1, y1, x2, y2] (pixels), label, severity, source}``,
     ``source`` one of ``magnifier``, ``answer``, ``piqe`` (see :mod:`tooliqa.graph.regions`)."""
+    protocol: list[ProtocolTurn] = Field(default_factory=list)
+    """Per model reply, what the protocol saw (see :class:`ProtocolTurn`)."""
     query_answer: dict[str, Any] | None = None
     """With a query: the plan and the answer to it, ``{query, kind, focus, region, tools,
     answer, verdict, score, evidence}`` (see :mod:`tooliqa.graph.query`)."""
@@ -188,6 +257,7 @@ class Assessment(BaseModel):
                 *magnifier_regions(state.get("steps") or [], state.get("replies") or []),
                 *(state.get("answer_regions") or []),
             ],
+            protocol=[ProtocolTurn(**t) for t in state.get("protocol") or []],
             query_answer=state.get("query_answer") or _unanswered(state.get("plan")),
             transcript=transcript(state.get("messages") or []),
         )

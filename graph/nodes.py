@@ -24,7 +24,7 @@ from tooliqa.tools import (
 )
 from tooliqa.tools.registry import ViewResult
 
-from .assessment import Assessment
+from .assessment import Assessment, ProtocolTurn
 from .context import Context
 from .parsing import (
     AnswerAction,
@@ -38,6 +38,8 @@ from .parsing import (
     parse_attribute_scores,
     parse_regions,
     parse_rubric,
+    reasoning_text,
+    split_thinking,
 )
 from .prompts import (
     FAILURE_PROMPT,
@@ -235,6 +237,14 @@ async def observe(
     note = message_text(reply)
     rubric = parse_rubric(note)
     errors = [] if rubric else ["rubric note could not be parsed"]
+    _, _, had_thinking, closed = split_thinking(note)
+    had_thinking = had_thinking or bool(reasoning_text(reply))
+    rubric_turn = ProtocolTurn(
+        turn="rubric",
+        action="rubric",
+        thinking=None if ctx.structured_output else had_thinking and closed,
+        rubric_parsed=bool(rubric),
+    )
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
     gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
     update = {
@@ -247,6 +257,7 @@ async def observe(
         },
         "rubric": rubric,
         "rubric_note": note,
+        "protocol": [rubric_turn.model_dump()],
         "rounds": 0,
         "usage": usage,
         "errors": errors,
@@ -322,22 +333,27 @@ async def decide(state: State, runtime: Runtime[Context]) -> Command[Literal["to
         ctx, state["messages"], tools=tools, logprobs=ctx.score_logprobs
     )
     action = parse_action(reply)
+    turn = ProtocolTurn.of("gate", int(state.get("rounds", 0)), action).model_dump()
     update: dict[str, Any] = {"messages": [reply], "usage": usage}
     if state.get("rounds"):
         update["replies"] = [{"round": state["rounds"], "text": message_text(reply)}]
     if isinstance(action, ToolCallAction | InvalidToolCall):
+        # The tool node records the turn once it knows whether the call could be carried out.
         update["pending"] = {
             "kind": "tool" if isinstance(action, ToolCallAction) else "invalid",
-            **vars(action),
+            **{k: v for k, v in vars(action).items() if k != "form"},
+            "protocol": turn,
         }
         goto: Literal["tool", "quantify"] = "tool"
     elif isinstance(action, AnswerAction):
         update.update(_answer_update(action, reply, ctx, state))
         update["pending"] = None
+        update["protocol"] = [turn]
         goto = "quantify"
     else:
         update["pending"] = {"kind": "malformed", "reason": action.reason}
         update["errors"] = [f"gate reply unusable: {action.reason}"]
+        update["protocol"] = [turn]
         goto = "quantify"
     _emit(
         runtime, {"type": "decision", "action": type(action).__name__, "text": message_text(reply)}
@@ -353,6 +369,7 @@ async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> V
             args={"_raw": pending.get("raw", "")},
             ok=False,
             message=f"Tool call failed: {pending['reason']}",
+            valid_call=False,
         )
     decoded = decode_image_cached(state["image"], ctx.image_limits)
     big = decoded.width * decoded.height > _INLINE_PIXELS
@@ -420,11 +437,15 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
         "score_1_5": result.extra.get("score_1_5"),
     }
     _emit(runtime, {"type": "tool", "step": step})
+    turn = dict(pending.get("protocol") or {"turn": "gate", "round": rounds - 1})
+    turn.setdefault("action", "tool_call" if pending.get("kind") == "tool" else "invalid_tool_call")
+    turn["tool_call_valid"] = result.valid_call
     at_limit = rounds >= ctx.max_tool_rounds
     follow_up = _next_turn_text(ctx, rounds, _plan(state))
     update = {
         "messages": _tool_messages(pending, result, follow_up, ctx.max_tool_rounds - rounds),
         "steps": [step],
+        "protocol": [ProtocolTurn(**turn).model_dump()],
         "rounds": rounds,
         "pending": None,
         "errors": errors,
@@ -439,7 +460,13 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
     (an unusable gate reply already spends one)."""
     messages = list(state["messages"])
     new: list[AnyMessage] = []
-    update: dict[str, Any] = {"usage": {}, "timings": {}, "errors": [], "score": None}
+    update: dict[str, Any] = {
+        "usage": {},
+        "timings": {},
+        "errors": [],
+        "score": None,
+        "protocol": [],
+    }
     repairs_left = ctx.answer_retries
     pending = state.get("pending") or {}
     reason = pending.get("reason") if pending.get("kind") == "malformed" else None
@@ -471,7 +498,11 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
             update.setdefault("replies", []).append(
                 {"round": state["rounds"], "text": message_text(reply)}
             )
-        parsed = parse_answer(message_text(reply))
+        parsed = parse_answer(reply)
+        kind: Literal["final", "repair"] = "repair" if reason is not None else "final"
+        update["protocol"].append(
+            ProtocolTurn.of(kind, int(state.get("rounds", 0)), parsed).model_dump()
+        )
         if isinstance(parsed, AnswerAction):
             answered = _answer_update(parsed, reply, ctx, state)
             update["errors"] += answered.pop("errors")

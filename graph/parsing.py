@@ -4,6 +4,13 @@ Every function here is total: malformed text gives a typed outcome
 (:class:`InvalidToolCall`, :class:`Malformed`) with a reason, never an exception.
 Tool calls are read from OpenAI ``tool_calls`` (vLLM's hermes parser) and from
 ``<tool_call>{json}</tool_call>`` text alike.
+
+The protocol (Tool-IQA Appendix A) is read as a model that writes what it likes would
+write it: the thinking is set aside before deciding between a tool call and an answer
+(:func:`split_thinking`), an answer's score is the number it gives rather than the scale
+it echoes (:func:`parse_score`), and every action carries a :class:`ReplyForm` saying how
+the reply was laid out, which the graph records per turn and the format reward reads.
+``tests/data/replies.jsonl`` holds the reply styles this is checked against.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ __all__ = [
     "AnswerAction",
     "InvalidToolCall",
     "Malformed",
+    "ReplyForm",
     "ToolCallAction",
     "json_extras_as_tags",
     "message_text",
@@ -32,25 +40,208 @@ __all__ = [
     "parse_regions",
     "parse_rubric",
     "parse_score",
+    "reasoning_text",
+    "split_thinking",
     "strip_extras",
 ]
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 
 _TAG = r"<{0}>(.*?)(?:</{0}>|$)"
-_THINK_RE = re.compile(r"<(?:thinking|think)>(.*?)(?:</(?:thinking|think)>|$)", re.S | re.I)
+_OPEN_THINK = re.compile(r"<(?:thinking|think)>", re.I)
+_CLOSE_THINK = re.compile(r"</(?:thinking|think)>", re.I)
+# A whole action block whose body does not open another block of its kind.
+_COMPLETE_BLOCK = re.compile(r"<(answer|tool_call)>(?:(?!<\1>).)*?</\1>", re.S | re.I)
+# Action blocks outside the thinking: an unclosed one ends at the next block or the end.
+_BLOCK = re.compile(r"<(answer|tool_call)>(.*?)(?:</\1>|(?=<(?:answer|tool_call)>)|$)", re.S | re.I)
 _ANSWER_RE = re.compile(_TAG.format("answer"), re.S | re.I)
-_TOOL_RE = re.compile(_TAG.format("tool_call"), re.S | re.I)
 _NUM = r"[-+]?\d+(?:\.\d+)?"
-_FRACTION_RE = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
-_KEYWORD_RE = re.compile(
-    rf"(?:score|rating|final answer|quality)\s*(?:is|of|=|:)?\s*\**\s*({_NUM})", re.I
-)
 _NUMBER_RE = re.compile(_NUM)
 _ATTRIBUTES_RE = re.compile(_TAG.format("attributes"), re.S | re.I)
 _REGIONS_RE = re.compile(_TAG.format("regions"), re.S | re.I)
 _QUERY_ANSWER_RE = re.compile(_TAG.format("query_answer"), re.S | re.I)
 _EXTRAS_RE = re.compile(r"<(attributes|regions|query_answer)>.*?(?:</\1>|$)", re.S | re.I)
+
+# -- reading a score ---------------------------------------------------------------
+# The scale a model echoes from the prompt ("Final answer (1.00 - 5.00)", "[1-5]", "on a
+# scale of 1 to 5", "from 1.00 (bad) to 5.00 (excellent)") is not its score.
+_SCALE_ECHO = re.compile(
+    r"(?:\b(?:on\s+|using\s+)?(?:a|the)?\s*(?:1\s*(?:-|–|—|to)\s*5\s+)?scale\b\s*(?:of|from)?\s*)?"
+    r"[(\[]?\s*(?:(?:from|between)\s+)?(?<![\w.])1(?:\.0+)?\s*(?:\([^)]{0,20}\)\s*)?"
+    r"(?:-|–|—|~|to|and)\s*5(?:\.0+)?(?![\w.]*\d)\s*(?:\([^)]{0,20}\))?\s*[)\]]?"
+    r"(?:\s*scale\b)?",
+    re.I,
+)
+_DECIMAL_COMMA = re.compile(r"(?<![\d.,])([1-5]),(\d{1,2})(?![\d,])")
+_OUT_OF = re.compile(r"(\d)\s+(?:out\s+of|of)\s+(\d)", re.I)
+_CANDIDATE = re.compile(rf"(?<![\w.])({_NUM})(?:\s*/\s*(\d+(?:\.\d+)?))?(?![\w]|\.\d)")
+_FINAL_CTX = re.compile(r"\b(final|answer)\b[^.;:\n\d]{0,30}[:=]?\s*[^\w\s]{0,3}\s*$", re.I)
+_OVERALL_CTX = re.compile(r"\b(overall|total|global|aggregate)\b[^.;\n\d]{0,30}$", re.I)
+_GENERIC_CTX = re.compile(
+    r"\b(scores?|rating|rated?|rate it|quality|mos|grade|give it|would give)\b[^.;\n\d]{0,25}$",
+    re.I,
+)
+_ATTRIBUTE_CTX = re.compile(
+    r"\b(sharp\w*|detail\w*|blur\w*|nois\w*|grain\w*|artifact\w*|artefact\w*|exposure|"
+    r"colou?r\w*|visib\w*|salien\w*|subject|contrast|bright\w*|clarity|texture\w*|"
+    r"lighting|composition|aesthetic\w*)\b[^.;,\n\d]{0,20}$",
+    re.I,
+)
+#: How strongly a number's context marks it as THE score: a "final"/"answer" label beats an
+#: "overall" one, which beats a plain "score"/"rating", which beats an unlabelled number.
+_LEVELS = ("final", "overall", "generic", "plain")
+_JSON_SCORE_KEYS = ("score", "final_score", "overall_score", "quality_score", "rating")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    value: float | None  # None: a fraction on an unknown scale
+    text: str
+    level: str
+
+
+def _normalise_score_text(text: str) -> str:
+    text = re.sub(r"[*`]+", "", text)
+    text = _SCALE_ECHO.sub(" ", text)
+    text = _DECIMAL_COMMA.sub(r"\1.\2", text)
+    return _OUT_OF.sub(r"\1/\2", text)
+
+
+def _level_of(before: str) -> str | None:
+    """The label of the number that follows ``before`` (its clause), or None for a
+    per-attribute number."""
+    clause = re.split(r"[.;\n](?!\d)", before[-60:])[-1]
+    if _FINAL_CTX.search(clause):
+        return "final"
+    if _OVERALL_CTX.search(clause):
+        return "overall"
+    if _ATTRIBUTE_CTX.search(clause):
+        return None
+    if _GENERIC_CTX.search(clause):
+        return "generic"
+    return "plain"
+
+
+def _candidates(text: str) -> tuple[list[_Candidate], list[str]]:
+    """Every number of ``text`` with its label; per-attribute numbers apart."""
+    found: list[_Candidate] = []
+    attributes: list[str] = []
+    for m in _CANDIDATE.finditer(text):
+        level = _level_of(text[: m.start()])
+        if level is None:
+            attributes.append(m.group(0))
+            continue
+        num, den = float(m.group(1)), m.group(2)
+        value: float | None = num
+        if den is not None:
+            value = num * 5.0 / float(den) if float(den) in (5.0, 10.0, 100.0) else None
+        found.append(_Candidate(value, m.group(0), level))
+    return found, attributes
+
+
+def _choose(text: str, *, labelled_only: bool = False) -> tuple[_Candidate | None, str]:
+    """The number that is the score, or (None, reason)."""
+    found, attributes = _candidates(_normalise_score_text(text))
+    for level in _LEVELS:
+        if labelled_only and level == "plain":
+            break
+        here = [c for c in found if c.level == level]
+        if not here:
+            continue
+        distinct = sorted({c.text.replace(" ", "") for c in here})
+        if len(distinct) > 1:
+            what = "several overall scores" if level != "plain" else "several numbers"
+            return None, f"ambiguous: {what} ({', '.join(distinct[:4])})"
+        return here[-1], ""
+    if attributes:
+        return None, f"only per-attribute scores ({', '.join(attributes[:4])}), no overall score"
+    return None, "no number in the answer"
+
+
+def _checked(candidate: _Candidate) -> tuple[float | None, str]:
+    if candidate.value is None:
+        return None, f"score {candidate.text} is on an unknown scale"
+    value = candidate.value
+    if not SCORE_MIN <= value <= SCORE_MAX:
+        return None, f"score {value:g} is outside {SCORE_MIN:.2f}-{SCORE_MAX:.2f}"
+    return round(value, 4), ""
+
+
+def _json_score(obj: dict[str, Any]) -> tuple[float | None, str] | None:
+    """The score of a JSON answer (None when it names none)."""
+    for key in _JSON_SCORE_KEYS:
+        if key in obj:
+            value = obj[key]
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                return None, f"score {value!r} is not a number"
+            if isinstance(value, str):
+                found, _ = _choose(value)
+                if found is None:
+                    return None, f"score {value!r} is not a number"
+                return _checked(found)
+            return _checked(_Candidate(float(value), str(value), "final"))
+    return None
+
+
+def parse_score(text: str) -> tuple[float | None, str]:
+    """Read one score in [1, 5] from an answer. Returns (score, "") or (None, reason).
+
+    The score is the number the answer GIVES, not the scale it echoes from the prompt
+    (``(1.00 - 5.00)``, ``[1-5]``, "on a scale of 1 to 5"). A number labelled "final" or
+    "answer" wins over one labelled "overall", which wins over a plain "score"/"rating",
+    which wins over an unlabelled one; per-attribute numbers (``Sharpness 4/5``) are never
+    the score. ``x/N`` and "x out of N" for N in {5, 10, 100} are rescaled to five, a
+    decimal comma is read (``3,45``), JSON ``{"score": 3.75}`` is accepted. Two different
+    numbers with the same label are ambiguous; a number outside [1, 5] is refused, not
+    clipped.
+
+    >>> parse_score("Final answer (1.00 - 5.00): 3.62")
+    (3.62, '')
+    >>> parse_score("Sharpness 4/5, noise 3/5; overall score: 3.6")
+    (3.6, '')
+    >>> parse_score("3,45")
+    (3.45, '')
+    >>> parse_score("3.5 or 4.0")
+    (None, 'ambiguous: several numbers (3.5, 4.0)')
+    """
+    text = (text or "").strip()
+    if not text:
+        return None, "empty answer"
+    obj = _json_object(text) if "{" in text else None
+    if obj is not None:
+        scored = _json_score(obj)
+        if scored is not None:
+            return scored
+    candidate, reason = _choose(text)
+    if candidate is None:
+        return None, reason
+    return _checked(candidate)
+
+
+# -- the protocol: thinking, then exactly one action ---------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyForm:
+    """How a reply is laid out, whatever it asks for: what the protocol checks read.
+
+    ``thinking``: a thinking block (``<thinking>``/``<think>``) was opened and closed;
+    ``thinking_closed``: False when one was opened and never closed; ``answers`` and
+    ``tool_calls``: the action blocks OUTSIDE the thinking (native tool calls count as tool
+    calls, a structured JSON answer as an answer); ``tagged``: the action sat in its tag
+    (``<answer>``, ``<tool_call>``, a native call or the structured JSON), not in prose.
+    """
+
+    thinking: bool = False
+    thinking_closed: bool = True
+    answers: int = 0
+    tool_calls: int = 0
+    tagged: bool = True
+
+    @property
+    def single_action(self) -> bool:
+        """Appendix A's gate: EXACTLY ONE of a final answer or a tool call."""
+        return self.answers + self.tool_calls <= 1
 
 
 @dataclass
@@ -63,6 +254,7 @@ class ToolCallAction:
     source: Literal["native", "text"]
     thinking: str = ""
     extra_calls: int = 0
+    form: ReplyForm = field(default_factory=ReplyForm)
 
 
 @dataclass
@@ -74,6 +266,7 @@ class InvalidToolCall:
     raw: str
     source: Literal["native", "text"]
     call_id: str | None = None
+    form: ReplyForm = field(default_factory=ReplyForm)
 
 
 @dataclass
@@ -86,14 +279,24 @@ class AnswerAction:
     answer_text: str = ""
     lenient: bool = False
     notes: list[str] = field(default_factory=list)
+    form: ReplyForm = field(default_factory=ReplyForm)
+
+
+MalformedCode = Literal[
+    "empty", "no_score", "out_of_range", "ambiguous", "truncated", "tool_call", "other"
+]
 
 
 @dataclass
 class Malformed:
-    """Neither a readable tool call nor a usable final answer."""
+    """Neither a readable tool call nor a usable final answer. ``code`` is the kind of
+    fault (``out_of_range``: a score outside [1, 5]; ``tool_call``: a tool call where
+    the final answer was due; ``truncated``: the reply ended inside its thinking)."""
 
     reason: str
     raw: str
+    code: MalformedCode = "other"
+    form: ReplyForm = field(default_factory=ReplyForm)
 
 
 Action = ToolCallAction | InvalidToolCall | AnswerAction | Malformed
@@ -115,8 +318,44 @@ def message_text(message: BaseMessage | str) -> str:
     return "".join(parts)
 
 
-def _thinking(text: str) -> str:
-    return " ".join(m.strip() for m in _THINK_RE.findall(text)).strip()
+def split_thinking(text: str) -> tuple[str, str, bool, bool]:
+    """Set the thinking aside: ``(thinking, outside, had_thinking, closed)``.
+
+    Tags the thinking MENTIONS ("too early for an <answer>") are not actions. A reply that
+    starts inside a thinking block the chat template opened (it closes one it never
+    opened) has that text as thinking. A block that is never closed runs to the first
+    complete ``<answer>``/``<tool_call>`` block after it, or to the end (a cut-off reply).
+
+    >>> split_thinking("<thinking>no <tool_call> needed</thinking><answer>4</answer>")
+    ('no <tool_call> needed', '<answer>4</answer>', True, True)
+    """
+    thinking: list[str] = []
+    outside: list[str] = []
+    had, closed, pos = False, True, 0
+    first_open, first_close = _OPEN_THINK.search(text), _CLOSE_THINK.search(text)
+    if first_close and (first_open is None or first_close.start() < first_open.start()):
+        thinking.append(text[: first_close.start()])
+        had, pos = True, first_close.end()
+    while True:
+        opened = _OPEN_THINK.search(text, pos)
+        if opened is None:
+            outside.append(text[pos:])
+            break
+        outside.append(text[pos : opened.start()])
+        had = True
+        shut = _CLOSE_THINK.search(text, opened.end())
+        if shut is None:
+            closed = False
+            rest = text[opened.end() :]
+            block = _COMPLETE_BLOCK.search(rest)
+            cut = block.start() if block else len(rest)
+            thinking.append(rest[:cut])
+            outside.append(rest[cut:])
+            break
+        thinking.append(text[opened.end() : shut.start()])
+        pos = shut.end()
+    joined = " ".join(t.strip() for t in thinking if t.strip())
+    return joined, "".join(outside), had, closed
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -133,42 +372,12 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def parse_score(text: str) -> tuple[float | None, str]:
-    """Read one score in [1, 5] from an answer. Returns (score, "") or (None, reason).
-
-    Accepts ``3.75``, ``Score: 3.75``, ``4.5/5`` and other ``x/N`` forms for
-    N in {5, 10, 100} (rescaled to five), and JSON ``{"score": 3.75}``. A number
-    outside [1, 5] is refused, not clipped.
-    """
-    text = (text or "").strip()
-    if not text:
-        return None, "empty answer"
-    obj = _json_object(text) if "{" in text else None
-    value: float | None = None
-    if obj is not None and "score" in obj:
-        try:
-            value = float(obj["score"])
-        except (TypeError, ValueError):
-            return None, f"score {obj['score']!r} is not a number"
-    if value is None:
-        frac = _FRACTION_RE.search(text)
-        if frac is not None:
-            num, den = float(frac.group(1)), float(frac.group(2))
-            if den not in (5.0, 10.0, 100.0):
-                return None, f"score {frac.group(0)} is on an unknown scale"
-            value = num * 5.0 / den
-    if value is None:
-        kw = _KEYWORD_RE.search(text)
-        match = kw.group(1) if kw else None
-        if match is None:
-            first = _NUMBER_RE.search(text)
-            match = first.group(0) if first else None
-        if match is None:
-            return None, "no number in the answer"
-        value = float(match)
-    if not SCORE_MIN <= value <= SCORE_MAX:
-        return None, f"score {value:g} is outside {SCORE_MIN:.2f}-{SCORE_MAX:.2f}"
-    return round(value, 4), ""
+def _whole_json(text: str) -> dict[str, Any] | None:
+    """The reply as one JSON object (structured output), else None."""
+    stripped = (text or "").strip()
+    if not stripped.startswith(("{", "```")):
+        return None
+    return _json_object(stripped)
 
 
 def json_extras_as_tags(text: str) -> str:
@@ -201,46 +410,167 @@ def strip_extras(text: str) -> str:
     return _EXTRAS_RE.sub(" ", text or "")
 
 
-def parse_answer(text: str) -> AnswerAction | Malformed:
-    """A final answer from reply text: ``<answer>`` content, JSON, or a lenient ``score: x``.
+@dataclass(frozen=True)
+class _Reply:
+    """One reply taken apart: thinking, the action blocks outside it, their form."""
 
-    ``<attributes>``/``<regions>`` blocks are ignored here (see
-    :func:`parse_attribute_scores`, :func:`parse_regions`).
-    """
-    whole = _json_object(text) if text and "<answer>" not in text.lower() else None
-    if whole is not None and "score" in whole:  # a JSON answer: its strings may name tags
-        score, reason = parse_score(json.dumps({"score": whole["score"]}))
-        if score is None:
-            return Malformed(reason, text)
-        thought = str(whole.get("thinking") or whole.get("rationale") or "").strip()
-        return AnswerAction(score, thought, thought, json.dumps(whole))
-    raw = strip_extras(text or "")
-    if not raw.strip():
-        return Malformed("empty reply", raw)
-    thinking = _thinking(raw)
-    answers = _ANSWER_RE.findall(raw)
-    if answers:
-        answer = answers[-1].strip()
-        score, reason = parse_score(answer)
-        if score is None:
-            return Malformed(reason, raw)
-        rationale = _rationale(answer, thinking)
-        return AnswerAction(score, rationale, thinking, answer)
-    obj = _json_object(raw)
-    if obj is not None and "score" in obj:
-        score, reason = parse_score(json.dumps({"score": obj["score"]}))
-        if score is None:
-            return Malformed(reason, raw)
-        thought = str(obj.get("thinking") or obj.get("rationale") or "")
-        return AnswerAction(score, thought.strip(), thought.strip(), json.dumps(obj))
-    outside = _THINK_RE.sub(" ", raw)
-    kw = _KEYWORD_RE.search(outside) or _FRACTION_RE.search(outside)
-    if kw is None:
-        return Malformed("no <answer> tag and no score", raw)
-    score, reason = parse_score(kw.group(0))
+    text: str
+    thinking: str
+    outside: str
+    blocks: list[tuple[str, str]]  # (kind, body) in order of appearance
+    had_thinking: bool
+    closed: bool
+    native_calls: list[Any]  # langchain ToolCall dicts
+    invalid_calls: list[Any]  # langchain InvalidToolCall dicts
+
+    def form(self, *, answers: int | None = None, tool_calls: int | None = None, tagged=True):
+        kinds = [k for k, _ in self.blocks]
+        n_tools = len(self.native_calls) + len(self.invalid_calls) + kinds.count("tool_call")
+        return ReplyForm(
+            thinking=self.had_thinking and self.closed,
+            thinking_closed=self.closed,
+            answers=kinds.count("answer") if answers is None else answers,
+            tool_calls=n_tools if tool_calls is None else tool_calls,
+            tagged=tagged,
+        )
+
+
+def reasoning_text(message: AIMessage | str) -> str:
+    """The thinking a server returned apart from the content: vLLM's reasoning parsers
+    (Qwen3, DeepSeek-R1 style models) send it as ``reasoning_content`` (or ``reasoning``),
+    kept by the OpenAI backend in ``additional_kwargs``; ``""`` when there is none."""
+    if not isinstance(message, AIMessage):
+        return ""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.additional_kwargs.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def _take_apart(message: AIMessage | str) -> _Reply:
+    text = message_text(message)
+    thinking, outside, had, closed = split_thinking(text)
+    separate = reasoning_text(message)
+    if separate and not had:  # the server split the thinking off the content
+        thinking, had = separate, True
+    blocks = [(m.group(1).lower(), m.group(2)) for m in _BLOCK.finditer(strip_extras(outside))]
+    native = list(message.tool_calls) if isinstance(message, AIMessage) else []
+    invalid = list(message.invalid_tool_calls) if isinstance(message, AIMessage) else []
+    return _Reply(text, thinking, outside, blocks, had, closed, native, invalid)
+
+
+def _json_answer(reply: _Reply, obj: dict[str, Any]) -> AnswerAction | Malformed | None:
+    """A structured JSON answer (its strings may name tags); None when it has no score."""
+    scored = _json_score(obj)
+    if scored is None:
+        return None
+    thought = str(obj.get("thinking") or obj.get("rationale") or "").strip()
+    form = ReplyForm(thinking=bool(thought), answers=1)
+    score, reason = scored
     if score is None:
-        return Malformed(reason, raw)
-    return AnswerAction(score, _rationale(outside, thinking), thinking, kw.group(0), lenient=True)
+        code: MalformedCode = "out_of_range" if "outside" in reason else "no_score"
+        return Malformed(reason, reply.text, code, form)
+    return AnswerAction(score, thought, thought, json.dumps(obj), form=form)
+
+
+def _answer_from(reply: _Reply, body: str, form: ReplyForm) -> AnswerAction | Malformed:
+    answer = body.strip()
+    obj = _json_object(answer) if answer.startswith(("{", "```")) else None
+    scored = _json_score(obj) if obj is not None else None
+    score, reason = scored if scored is not None else parse_score(answer)
+    if score is None:
+        return Malformed(reason, reply.text, _code(reason), form)
+    return AnswerAction(
+        score, _rationale(answer, reply.thinking), reply.thinking, answer, form=form
+    )
+
+
+def _code(reason: str) -> MalformedCode:
+    if "outside" in reason:
+        return "out_of_range"
+    if reason.startswith("ambiguous") or reason.startswith("only per-attribute"):
+        return "ambiguous"
+    if reason.startswith("empty"):
+        return "empty"
+    return "no_score"
+
+
+def _untagged(reply: _Reply) -> Action:
+    """No action tag outside the thinking: a bare JSON call or answer, or a score in prose."""
+    outside = strip_extras(reply.outside)
+    if not reply.closed and not outside.strip():
+        return Malformed(
+            "the reply ended inside its thinking block (cut off?)",
+            reply.text,
+            "truncated",
+            reply.form(),
+        )
+    if not outside.strip() and not reply.had_thinking:
+        return Malformed("empty reply", reply.text, "empty", reply.form())
+    obj = _json_object(outside) if "{" in outside else None
+    if obj is not None and _call_name(obj) is not None:
+        action = _text_tool_call(json.dumps(obj))
+        action.form = reply.form(tool_calls=1, tagged=False)
+        if isinstance(action, ToolCallAction):
+            action.thinking = reply.thinking
+        return action
+    if obj is not None:
+        answered = _json_answer(reply, obj)
+        if answered is not None:
+            return answered
+    form = reply.form(answers=0, tagged=False)
+    bare = outside.strip().strip(".")
+    if re.fullmatch(_NUM, bare):  # the whole reply is one number
+        score, reason = _checked(_Candidate(float(bare), bare, "plain"))
+        if score is None:
+            return Malformed(reason, reply.text, _code(reason), form)
+        return AnswerAction(score, reply.thinking, reply.thinking, bare, lenient=True, form=form)
+    candidate, reason = _choose(outside, labelled_only=True)
+    if candidate is None:
+        if reason.startswith("no number"):
+            reason = "no <answer> tag and no score"
+        return Malformed(reason, reply.text, _code(reason), form)
+    score, reason = _checked(candidate)
+    if score is None:
+        return Malformed(reason, reply.text, _code(reason), form)
+    rationale = _rationale(outside, reply.thinking)
+    return AnswerAction(score, rationale, reply.thinking, candidate.text, lenient=True, form=form)
+
+
+def parse_answer(message: AIMessage | str) -> AnswerAction | Malformed:
+    """A final answer from a reply: ``<answer>`` content, JSON, or a lenient ``score: x``.
+
+    The thinking is set aside first (see :func:`split_thinking`). ``<attributes>``/
+    ``<regions>``/``<query_answer>`` blocks are ignored here (see
+    :func:`parse_attribute_scores`, :func:`parse_regions`). A reply with a tool call and
+    no answer is Malformed (``code="tool_call"``): no tool may be called at this turn.
+    """
+    reply = _take_apart(message if isinstance(message, AIMessage) else message or "")
+    whole = _whole_json(reply.text)
+    if whole is not None:
+        answered = _json_answer(reply, whole)
+        if answered is not None:
+            return answered
+    answers = [body for kind, body in reply.blocks if kind == "answer"]
+    if answers:
+        return _answer_from(reply, answers[-1], reply.form())
+    if reply.native_calls or reply.invalid_calls or any(k == "tool_call" for k, _ in reply.blocks):
+        return Malformed(
+            "a tool call where the final answer was due (no tool may be called now)",
+            reply.text,
+            "tool_call",
+            reply.form(),
+        )
+    action = _untagged(reply)
+    if isinstance(action, ToolCallAction | InvalidToolCall):
+        return Malformed(
+            "a tool call where the final answer was due (no tool may be called now)",
+            reply.text,
+            "tool_call",
+            action.form,
+        )
+    return action
 
 
 def _rationale(answer: str, thinking: str) -> str:
@@ -251,59 +581,101 @@ def _rationale(answer: str, thinking: str) -> str:
     return thinking
 
 
+def _call_name(obj: dict[str, Any]) -> str | None:
+    """The tool a JSON call names: hermes ``{"name", "arguments"}``, OpenAI
+    ``{"type": "function", "function": {...}}`` or ``{"tool": ...}``."""
+    inner = obj.get("function")
+    if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+        return str(inner["name"])
+    for key in ("name", "tool", "tool_name"):
+        if isinstance(obj.get(key), str) and (
+            key != "name" or any(k in obj for k in ("arguments", "parameters", "args"))
+        ):
+            return str(obj[key])
+    return None
+
+
 def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     raw = block.strip()
+    if raw.startswith("```"):
+        raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw)
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         obj = _json_object(raw)
         if obj is None:
             return InvalidToolCall(f"tool call is not valid JSON ({exc.msg})", None, raw, "text")
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return InvalidToolCall(
-            'tool call must be {"name": ..., "arguments": {...}}', None, raw, "text"
-        )
-    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        obj = obj[0]
+    malformed = 'tool call must be {"name": ..., "arguments": {...}}'
+    if not isinstance(obj, dict):
+        return InvalidToolCall(malformed, None, raw, "text")
+    inner: dict[str, Any] = obj["function"] if isinstance(obj.get("function"), dict) else obj
+    names = (inner.get("name"), obj.get("tool"), obj.get("tool_name"))
+    name = next((n for n in names if isinstance(n, str)), None)
+    if name is None:
+        return InvalidToolCall(malformed, None, raw, "text")
+    args = inner.get("arguments", inner.get("parameters", inner.get("args", {})))
     if isinstance(args, str):
         try:
             args = json.loads(args)
         except json.JSONDecodeError as exc:
             return InvalidToolCall(
-                f"tool arguments are not valid JSON ({exc.msg})", obj["name"], raw, "text"
+                f"tool arguments are not valid JSON ({exc.msg})", name, raw, "text"
             )
-    return ToolCallAction(obj["name"], args, None, "text")
+    return ToolCallAction(name, args, None, "text")
 
 
 def parse_action(message: AIMessage | str) -> Action:
-    """Decide what a gate reply asks for: a tool call (native or text) or a final answer."""
-    text = message_text(message)
-    thinking = _thinking(text)
-    if isinstance(message, AIMessage) and message.tool_calls:
-        first = message.tool_calls[0]
+    """Decide what a gate reply asks for: a tool call (native or text) or a final answer.
+
+    The thinking is set aside first, so tags it only mentions are not actions. Of the
+    action blocks outside it, the FIRST decides; a reply with both a tool call and an
+    answer (or several of either) keeps that action but its :class:`ReplyForm` says it
+    broke the single-action rule.
+    """
+    reply = _take_apart(message)
+    whole = _whole_json(reply.text) if not reply.native_calls else None
+    if whole is not None and _call_name(whole) is None:
+        answered = _json_answer(reply, whole)
+        if answered is not None:
+            return answered
+    if reply.native_calls:
+        first = reply.native_calls[0]
         return ToolCallAction(
             first["name"],
             first.get("args", {}),
             first.get("id"),
             "native",
-            thinking,
-            extra_calls=len(message.tool_calls) - 1,
+            reply.thinking,
+            extra_calls=len(reply.native_calls) - 1,
+            form=reply.form(),
         )
-    if isinstance(message, AIMessage) and message.invalid_tool_calls:
-        bad = message.invalid_tool_calls[0]
+    if reply.invalid_calls:
+        bad = reply.invalid_calls[0]
         reason = bad.get("error") or "tool call arguments are not valid JSON"
         return InvalidToolCall(
-            str(reason), bad.get("name"), str(bad.get("args") or ""), "native", bad.get("id")
+            str(reason),
+            bad.get("name"),
+            str(bad.get("args") or ""),
+            "native",
+            bad.get("id"),
+            form=reply.form(),
         )
-    tool_blocks = _TOOL_RE.findall(text)
-    answer_pos = text.lower().find("<answer>")
-    tool_pos = text.lower().find("<tool_call>")
-    if tool_blocks and (answer_pos < 0 or tool_pos < answer_pos):
-        action = _text_tool_call(tool_blocks[0])
-        if isinstance(action, ToolCallAction):
-            action.thinking = thinking
-            action.extra_calls = len(tool_blocks) - 1
-        return action
-    return parse_answer(text)
+    if not reply.blocks:
+        return _untagged(reply)
+    kind, body = reply.blocks[0]
+    if kind == "answer":
+        answers = [b for k, b in reply.blocks if k == "answer"]
+        return _answer_from(
+            reply, answers[-1] if len(reply.blocks) == len(answers) else body, reply.form()
+        )
+    action = _text_tool_call(body)
+    action.form = reply.form()
+    if isinstance(action, ToolCallAction):
+        action.thinking = reply.thinking
+        action.extra_calls = sum(1 for k, _ in reply.blocks if k == "tool_call") - 1
+    return action
 
 
 _ATTRIBUTE_KEYS = (
@@ -357,8 +729,9 @@ def parse_rubric(text: str) -> dict[str, dict[str, Any]]:
     not mention are absent.
     """
     rubric: dict[str, dict[str, Any]] = {}
-    answers = _ANSWER_RE.findall(text or "")
-    body = answers[-1] if answers else _THINK_RE.sub(" ", text or "")
+    _, outside, _, _ = split_thinking(text or "")
+    answers = _ANSWER_RE.findall(outside)
+    body = answers[-1] if answers else outside
     obj = _json_object(body) if "{" in body else None
     if obj is not None:
         for name, value in obj.items():

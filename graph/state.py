@@ -35,7 +35,8 @@ class State(InputState, total=False):
     box, gamma, elapsed_ms and the encoded view. ``pending`` carries the action
     chosen by ``decide`` to the ``tool`` node. ``replies`` records the model's
     replies after tool rounds (``{round, text}``, to label magnifier regions);
-    ``answer_regions`` the answer's regions in pixels. ``assessment`` is the final
+    ``answer_regions`` the answer's regions in pixels; ``protocol`` one
+    :class:`~tooliqa.graph.assessment.ProtocolTurn` dict per model reply. ``assessment`` is the final
     result as a JSON-ready dict.
     """
 
@@ -55,6 +56,7 @@ class State(InputState, total=False):
     plan: dict[str, Any] | None
     query_answer: dict[str, Any] | None
     replies: Annotated[list[dict[str, Any]], operator.add]
+    protocol: Annotated[list[dict[str, Any]], operator.add]
     forced_answer: bool
     usage: Annotated[dict[str, int], merge_counts]
     timings: Annotated[dict[str, float], merge_counts]

@@ -97,7 +97,11 @@ def _serve_parser(sub: Any) -> None:
         "serve", help="print or run the vLLM server command for Qwen3-VL / Tool-IQA-8B"
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="qwen3-vl-8b")
-    p.add_argument("--model", help="checkpoint directory or hub id (required for tool-iqa-8b)")
+    p.add_argument(
+        "--model",
+        help="checkpoint directory or hub id (default: the preset's hub id, "
+        "Qwen/Qwen3-VL-8B-Instruct or guanq/Tool-IQA-8B)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel GPUs")
@@ -336,7 +340,13 @@ async def _run_assess(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from tooliqa.backends.serve import ServeOptions, format_command, serve_command, vllm_available
+    from tooliqa.backends.serve import (
+        ServeOptions,
+        client_command,
+        format_command,
+        serve_command,
+        vllm_available,
+    )
 
     extra = [x for x in args.extra if x != "--"]
     kwargs: dict[str, Any] = {
@@ -355,6 +365,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 2
     if args.dry_run:
         print(format_command(serve_command(opts, launcher="cli")))
+        print("# then: " + client_command(opts, args.preset))
         return 0
     if not vllm_available():
         print(

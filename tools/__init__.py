@@ -33,6 +33,7 @@ from .registry import (
     tool_specs,
 )
 from .views import (
+    GAMMA_MODE_ALIASES,
     GAMMA_PRESETS,
     GAMMA_RANGE,
     MIN_REGION_SIDE,
@@ -48,6 +49,7 @@ from .views import (
 
 __all__ = [
     "DEFAULT_TOOLS",
+    "GAMMA_MODE_ALIASES",
     "GAMMA_PRESETS",
     "GAMMA_RANGE",
     "IQA_METRICS",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .image_io import DecodedImage, encode_image
 from .iqa_tools import IQA_METRICS, MeasureArgs, measure
@@ -28,6 +28,7 @@ from .views import (
     BBoxConvention,
     ToolArgumentError,
     apply_gamma,
+    gamma_mode,
     magnify,
     resolve_gamma,
 )
@@ -71,6 +72,16 @@ class GammaArgs(BaseModel):
         default=None,
         description="'brighten' (gamma < 1) reveals detail in shadows; 'darken' (gamma > 1) in highlights.",
     )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _paper_words(cls, value: Any) -> Any:
+        """The paper's "darkening"/"brightening" and the short forms name the same options."""
+        try:
+            return gamma_mode(value)
+        except ToolArgumentError:
+            return value  # the Literal check reports it
+
     gamma: float | None = Field(
         default=None,
         description=f"Explicit exponent in [{GAMMA_RANGE[0]}, {GAMMA_RANGE[1]}] for I_out = I_in ** gamma.",
@@ -103,6 +114,10 @@ class ViewResult:
     elapsed_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     """Structured data of measurement tools: ``metric``, ``raw``, ``score_1_5``."""
+    valid_call: bool = True
+    """The call named an enabled tool with arguments of its schema. False: refused before
+    the tool ran (unknown tool, wrong argument types); a valid call may still fail on the
+    image (a region too small), then ``ok`` is False and this stays True."""
 
 
 ViewFn = Callable[[np.ndarray, BaseModel, ViewSettings], tuple[np.ndarray | None, dict[str, Any]]]
@@ -287,24 +302,26 @@ def run_view_tool(
     raw_args = dict(args) if isinstance(args, Mapping) else {"_raw": args}
     canonical = canonical_tool_name(name, allowed)
 
-    def fail(reason: str) -> ViewResult:
+    def fail(reason: str, *, valid_call: bool = True) -> ViewResult:
         return ViewResult(
             tool=canonical or str(name),
             args=raw_args,
             ok=False,
             message=f"Tool call failed: {reason}",
             elapsed_ms=(time.perf_counter() - t0) * 1000.0,
+            valid_call=valid_call,
         )
 
     if canonical is None:
-        return fail(_suggest(str(name), allowed))
+        return fail(_suggest(str(name), allowed), valid_call=False)
     tool = TOOLS[canonical]
     try:
         parsed = tool.args_model.model_validate(_normalise_args(args))
     except ToolArgumentError as exc:
-        return fail(str(exc))
+        return fail(str(exc), valid_call=False)
     except ValidationError as exc:
-        return fail(f"invalid arguments for {canonical}: {_validation_message(exc)}")
+        reason = f"invalid arguments for {canonical}: {_validation_message(exc)}"
+        return fail(reason, valid_call=False)
     rgb = image.rgb if isinstance(image, DecodedImage) else np.asarray(image)
     try:
         view, info = tool.run(rgb, parsed, settings)

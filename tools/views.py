@@ -44,6 +44,36 @@ MIN_REGION_SIDE = 28
 GAMMA_RANGE = (0.2, 5.0)
 #: The paper's two options: brighten reveals shadows, darken reveals highlights.
 GAMMA_PRESETS: dict[str, float] = {"brighten": 0.5, "darken": 2.0}
+#: Other words for the two options: the paper's own ("the Gamma Corrector provided
+#: darkening and brightening options", §4.1) and their short forms.
+GAMMA_MODE_ALIASES: dict[str, str] = {
+    "brightening": "brighten",
+    "bright": "brighten",
+    "brighter": "brighten",
+    "lighten": "brighten",
+    "lightening": "brighten",
+    "darkening": "darken",
+    "dark": "darken",
+    "darker": "darken",
+}
+
+
+def gamma_mode(mode: object) -> str | None:
+    """The canonical gamma option (``brighten``/``darken``) for ``mode`` or one of its
+    :data:`GAMMA_MODE_ALIASES`, case-insensitive; None stays None.
+
+    >>> gamma_mode("Darkening"), gamma_mode("bright"), gamma_mode(None)
+    ('darken', 'brighten', None)
+    """
+    if mode is None:
+        return None
+    if not isinstance(mode, str):
+        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+    key = mode.strip().lower()
+    key = GAMMA_MODE_ALIASES.get(key, key)
+    if key not in GAMMA_PRESETS:
+        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+    return key
 
 
 class ToolArgumentError(ValueError):
@@ -149,13 +179,13 @@ def magnify(
 
 
 def resolve_gamma(mode: str | None = None, gamma: float | None = None) -> float:
-    """The gamma to apply, from the paper's ``brighten``/``darken`` option and/or an explicit value.
+    """The gamma to apply, from the paper's ``brighten``/``darken`` option (or an alias such as
+    ``darkening``, see :data:`GAMMA_MODE_ALIASES`) and/or an explicit value.
 
     An explicit gamma must lie in :data:`GAMMA_RANGE` and agree with the mode
     (brighten needs gamma < 1, darken gamma > 1).
     """
-    if mode is not None and mode not in GAMMA_PRESETS:
-        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+    mode = gamma_mode(mode)
     if gamma is None:
         if mode is None:
             raise ToolArgumentError("give a mode ('brighten' or 'darken') or a gamma value")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["Plan", "ToolIQAArguments", "resolve_plan"]
 
@@ -28,6 +28,23 @@ class ToolIQAArguments:
         metadata={"help": "train/val/test fractions when the labels carry no split (by reference)"},
     )
     split_seed: int = field(default=42, metadata={"help": "seed of the reference split"})
+    split_protocol: Literal["auto", "given", "seeded", "file", "whole"] = field(
+        default="auto",
+        metadata={
+            "help": "how the training split is made (tooliqa.eval.splits): 'given' the label "
+            "file's split column; 'seeded' by reference with split_fractions and split_seed; "
+            "'file' the images split_file names; 'whole' every image; 'auto' file if split_file "
+            "is set, else given if the labels carry a split, else seeded. A label file that is "
+            "already a split is never split again"
+        },
+    )
+    split_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "a published train list (e.g. VisualQuality-R1's KADID-10K list, `name mos` "
+            "lines): its images, matched by file name in train_dataset, are the train split"
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N images"})
     query: str | None = field(default=None, metadata={"help": "a question asked with every image"})
     max_tool_rounds: int = field(default=2, metadata={"help": "tool rounds per trajectory"})
@@ -49,6 +66,30 @@ class ToolIQAArguments:
         metadata={"help": "reward functions, in the order of reward_weights"},
     )
     bate_tau: float = field(default=0.1, metadata={"help": "BATE duel temperature"})
+    bate_base: Literal["duel", "literal", "centred"] = field(
+        default="duel",
+        metadata={
+            "help": "BATE duels between a group's tool-invoked and tool-free trajectories "
+            "(rewards.BATEBase): 'duel' is two-sided and zero-sum, t gets mean_n v(s_t - s_n - m), "
+            "n gets -mean_t v(s_t - s_n - m), v(d) = (sqrt(Phi(d/tau)) - sqrt(Phi(-d/tau)))/2, "
+            "failed calls 0: both cohorts are scored alike, so a tool that does not change "
+            "fidelity gains nothing under GRPO's group scaling, and with bate_margin a call "
+            "that only ties loses; 'literal' is eq. 2 as printed, which pays ~0.71 for any call, "
+            "failed ones too, and drives the tool rate to 1 even when tools hurt; 'centred' "
+            "(eq. 2 - sqrt(0.5), tool-free 0) still lets a useless tool drift up "
+            "(bench/bench_bate_bandit.py)"
+        },
+    )
+    bate_margin: float = field(
+        default=0.002,
+        metadata={
+            "help": "fidelity margin m of bate_base 'duel' (rewards.BATE_MARGIN): a call must "
+            "beat a tool-free answer's fidelity by more than m to win their duel; 0.002 is the "
+            "fidelity score's resolution (its eps moves it by up to 0.0018), so ties lose. "
+            "Larger margins act as a per-call cost: 0.01 already stops a tool that halves the "
+            "error from being reinforced in bench/bench_bate_bandit.py"
+        },
+    )
     tool_rate_target: float = field(default=0.5, metadata={"help": "BATE target tool rate"})
     rollout_log: str | None = field(
         default=None,

@@ -4,12 +4,16 @@ Three rewards, combined by ``GRPOConfig(reward_weights=list(REWARD_WEIGHTS_PAPER
 as in Tool-IQA §4.1 ("a combination of BATE, the rank reward and a format constraint"):
 
 * :class:`FidelityReward` (``"fidelity"``): the Thurstone rank reward of VisualQuality-R1
-  (Wu et al. 2025), computed over the images of the batch; pure function
-  :func:`fidelity_scores`.
+  (Wu et al. 2025), computed over the images of the batch, with VisualQuality-R1's
+  ε = :data:`FIDELITY_EPS` = 1e-6; pure function :func:`fidelity_scores`.
 * :class:`BATEReward` (``"bate"``): Tool-IQA's Batch-Aware Tool-Efficiency reward (§3.4,
   eq. 2-3): tool-free duels inside each generation group plus a shaping term driven by the
   tool-use rate ρ of the whole batch across processes; pure functions :func:`bate_base`,
-  :func:`tool_rate_shaping`, :func:`tool_rate`.
+  :func:`tool_rate_shaping`, :func:`tool_rate`. By default the duels are
+  two-sided and zero-sum at a fidelity margin (``base="duel"``: a tool call gains over the
+  tool-free answers only when its fidelity is higher by the margin, and pays them when it is
+  not; a failed call earns nothing), the paper's stated intent; eq. 2 as printed rewards any
+  call, failed ones included, and is kept as ``base="literal"`` (see :data:`BATEBase`).
 * :class:`FormatReward` (``"format"``): protocol compliance of the trajectory.
 
 TRL 1.16 contract: ``reward(prompts, completions, **kwargs) -> list[float | None]``. TRL
@@ -73,9 +77,12 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
+    "BATE_MARGIN",
     "COLUMN_SOURCES",
+    "FIDELITY_EPS",
     "FORMAT_CHECKS",
     "REWARD_WEIGHTS_PAPER",
+    "BATEBase",
     "BATEReward",
     "CountsGather",
     "FidelityReward",
@@ -102,8 +109,17 @@ The paper says the objective combines the three but publishes no weights; equal 
 this project's choice.
 """
 
-FORMAT_CHECKS = ("rubric_ok", "single_action", "answer_tagged", "score_in_range")
-"""The protocol checks :class:`FormatReward` counts, keys of the ``protocol`` column."""
+FORMAT_CHECKS = (
+    "rubric_ok",
+    "thinking",
+    "single_action",
+    "tool_calls_valid",
+    "answer_tagged",
+    "score_in_range",
+)
+"""The protocol checks :class:`FormatReward` counts, keys of the ``protocol`` column (the
+rollout reads them from the graph's typed per-turn record, see
+:func:`tooliqa.training.trajectory.protocol_checks`)."""
 
 _DATASET = "the training dataset (TRL repeats each image's row once per generation)"
 _ROLLOUT = "the rollout function (an extra field per trajectory, forwarded by TRL)"
@@ -255,13 +271,23 @@ def _check_scope(scope: str) -> None:
 
 # -- fidelity (VisualQuality-R1) ---------------------------------------------------
 
+FIDELITY_EPS = 1e-6
+"""Default ε of the fidelity reward (and of the fidelity scores inside BATE).
+
+VisualQuality-R1's code (``fidelity_reward`` in ``open-r1-multimodal/src/open_r1/
+grpo_jsonl.py``) uses ``esp = 1e-6``, both under the square root of the variances and inside
+the two fidelity square roots; its paper does not state it. At a given p, ε = 1e-8 instead
+moves a sample's reward by at most 0.0018; when both images' samples agree exactly (σ² = 0 on
+both sides) ε alone scales z, and a pair's term can move by far more.
+"""
+
 
 def fidelity_scores(
     pred: Scores,
     mos: Sequence[float] | np.ndarray,
     group: Sequence[Hashable],
     *,
-    eps: float = 1e-8,
+    eps: float = FIDELITY_EPS,
     invalid_value: float = 0.0,
     subset: slice | None = None,
 ) -> np.ndarray:
@@ -274,7 +300,7 @@ def fidelity_scores(
         r_ik = mean_j [ sqrt(p·g + eps) + sqrt((1 − p)(1 − g) + eps) ]
 
     μ and σ² are the mean and unbiased variance (ddof=1; 0 below two samples) of an image's
-    valid scores. Invalid scores (``None``, NaN, ±inf) get ``invalid_value`` and are left out
+    valid scores; ``eps`` defaults to VisualQuality-R1's 1e-6 (:data:`FIDELITY_EPS`). Invalid scores (``None``, NaN, ±inf) get ``invalid_value`` and are left out
     of μ and σ². A valid sample whose image has no valid partner image gets NaN (the reward
     classes turn it into ``None``). Groups must carry one MOS each (ValueError otherwise).
 
@@ -282,10 +308,10 @@ def fidelity_scores(
     the whole batch: ``fidelity_scores(...)[subset]``, at a fraction of the cost.
 
     >>> fidelity_scores([0.8, 0.6, 0.2, None], [4.0, 4.0, 1.0, 1.0], ["a", "a", "b", "b"]).round(4)
-    array([1.0001, 0.9989, 1.    , 0.    ])
+    array([1.001 , 0.9998, 1.0009, 0.    ])
     >>> fidelity_scores([0.8, 0.6, 0.2, None], [4.0, 4.0, 1.0, 1.0], ["a", "a", "b", "b"],
     ...                 subset=slice(2, 4)).round(4)
-    array([1., 0.])
+    array([1.0009, 0.    ])
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -351,7 +377,8 @@ class FidelityReward:
     mean prediction of every other image of the batch, scored by the fidelity measure,
     ``r_ik = mean_{j≠i} [sqrt(p·g + ε) + sqrt((1 − p)(1 − g) + ε)]`` with
     ``p = Φ((s_ik − μ_j) / sqrt(σ²_i + σ²_j + ε))`` and ``g`` = 1, 0.5 or 0 as MOS_i is
-    above, equal to or below MOS_j; see :func:`fidelity_scores`. Reads ``pred_score``,
+    above, equal to or below MOS_j, and ε = 1e-6 as in VisualQuality-R1's code
+    (:data:`FIDELITY_EPS`); see :func:`fidelity_scores`. Reads ``pred_score``,
     ``mos`` and ``group``. Unparseable scores get ``invalid_value``. Samples of an image that
     has no other image with a valid score in the batch get ``None`` (no signal).
 
@@ -366,7 +393,7 @@ class FidelityReward:
     'fidelity'
     >>> [round(x, 4) for x in r(prompts=["p"] * 4, completions=["c"] * 4,
     ...     pred_score=[0.8, 0.6, 0.2, 0.4], mos=[4.0, 4.0, 1.0, 1.0], group=[1, 1, 2, 2])]
-    [0.997, 0.9661, 0.997, 0.9661]
+    [0.9979, 0.967, 0.9979, 0.967]
     >>> r(pred_score=[0.8, None], mos=[4.0, 4.0], group=[1, 1])
     [None, 0.0]
 
@@ -375,13 +402,13 @@ class FidelityReward:
     >>> other = [(0.2, 1.0, 2), (0.4, 1.0, 2)]  # (pred_score, mos, group) rows of rank 1
     >>> r = FidelityReward(gather=lambda rows: (rows + other, 0))
     >>> [round(x, 4) for x in r(pred_score=[0.8, 0.6], mos=[4.0, 4.0], group=[1, 1])]
-    [0.997, 0.9661]
+    [0.9979, 0.967]
     >>> FidelityReward(scope="local", gather=lambda rows: (rows + other, 0))(
     ...     pred_score=[0.8, 0.6], mos=[4.0, 4.0], group=[1, 1])
     [None, None]
     """
 
-    eps: float = 1e-8
+    eps: float = FIDELITY_EPS
     invalid_value: float = 0.0
     scope: Scope = "global"
     gather: RowsGather | None = None
@@ -412,6 +439,41 @@ class FidelityReward:
 
 # -- BATE (Tool-IQA §3.4) ------------------------------------------------------------
 
+BATEBase = Literal["duel", "literal", "centred"]
+"""How :func:`bate_base` scores the duels between a group's tool-invoked and tool-free cohorts.
+
+``"duel"`` (default): two-sided (zero-sum) duels at a margin; a successful call's trajectory
+gets ``mean_{n in N} v(s_t − s_n − m)``, each tool-free one ``−mean_{t in T} v(s_t − s_n − m)``,
+with ``v(d) = (sqrt(Φ(d/τ)) − sqrt(Φ(−d/τ))) / 2`` (odd); a failed call gets 0.
+``"literal"``: eq. 2 as printed, ``mean_{n in N} sqrt(Φ((s_t − s_n) / τ))`` for every
+tool-invoked trajectory, tool-free ones 0. ``"centred"``: eq. 2 minus its tie value sqrt(0.5),
+for successful calls only, tool-free ones 0 (kept for comparison: it still raises the tool
+rate of a useless tool under GRPO's group-std scaling). Why ``"duel"``: see :func:`bate_base`.
+"""
+
+BATE_MARGIN = 0.002
+"""Default fidelity margin ``m`` of ``base="duel"`` (:func:`bate_base`): the tie tolerance.
+
+A call must beat a tool-free answer's fidelity by more than ``m`` to win their duel, so a call
+that only ties loses a little (the paper: BATE reinforces tool use "only when it brings a
+positive accuracy margin over tool-free scoring"; it gives no value). 0.002 is the resolution
+of :func:`fidelity_scores`: its ε moves a score by up to 0.0018 (:data:`FIDELITY_EPS`), so
+smaller differences are ties. Not larger: in ``bench/bench_bate_bandit.py`` a tool that halves
+the MOS error raises a trajectory's fidelity by 0.023 on average but by only 0.001 at the
+median (fidelity saturates), and under GRPO's group-std scaling a margin acts in every
+near-tied group whatever its size; m = 0.01 already stops that helpful tool from rising (0.51
+from 0.5 with the shaping, 0.07 without), m = τ/2 = 0.05 sends it to 0.02.
+"""
+
+_TIE = math.sqrt(0.5)  # sqrt(Φ(0)): eq. 2's duel value for equal fidelity
+
+
+def _duel_payoff(d: np.ndarray, tau: float) -> np.ndarray:
+    """``v(d) = (sqrt(Φ(d/τ)) − sqrt(Φ(−d/τ))) / 2``: half of eq. 2's duel value of one side
+    minus that of the other, odd in ``d``, in (−1/2, 1/2), with eq. 2's slope at a tie."""
+    x = d / tau
+    return 0.5 * (np.sqrt(special.ndtr(x)) - np.sqrt(special.ndtr(-x)))
+
 
 def bate_base(
     fidelity: Sequence[float] | np.ndarray,
@@ -420,28 +482,87 @@ def bate_base(
     *,
     tau: float = 0.1,
     no_cohort_value: float = 0.0,
+    base: BATEBase = "duel",
+    margin: float = BATE_MARGIN,
+    tool_successes: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Tool-free duels, Tool-IQA eq. 2: base reward of every trajectory.
 
     In each group the trajectories with a finite fidelity score s split into tool-invoked
-    T (``tool_calls > 0``) and tool-free N. For t in T::
+    (``tool_calls > 0``) and tool-free N (``tool_calls == 0``). Eq. 2 as printed
+    (``base="literal"``), for every tool-invoked t::
 
         R_base(t) = mean_{n in N} sqrt(Φ((s_t − s_n) / τ))
 
-    A tool-invoked trajectory with no tool-free peer gets ``no_cohort_value``; tool-free
-    trajectories and those with NaN fidelity (invalid) get 0.
+    is never negative, and a tie earns sqrt(Φ(0)) = sqrt(0.5) ≈ 0.707: a call no better than
+    the tool-free answers, or one that failed, still gains about 0.7 over them, more than the
+    largest shaping penalty (0.3 with :func:`tool_rate_shaping`'s defaults). That pays for
+    calling as such, the opposite of the paper's stated intent (BATE "reinforces tool usage
+    only when it brings a positive accuracy margin over tool-free scoring") and of its
+    result (fewer calls with BATE: 1.77 → 0.39 per image). Eq. 2 is stated up to "∝"; the
+    default ``base="duel"`` reads the intent. The cohorts are T, the trajectories with at
+    least one successful call (``tool_successes > 0``), and N; the "pairwise duels between
+    these two cohorts" pay both sides, zero-sum, at a margin ``m`` (``margin``)::
 
-    >>> bate_base([0.9, 0.5, 0.7, 0.7], [1, 1, 0, 0], ["a"] * 4, tau=0.1).round(4)
-    array([0.9886, 0.1508, 0.    , 0.    ])
+        v(d)      = (sqrt(Φ(d / τ)) − sqrt(Φ(−d / τ))) / 2          odd, in (−1/2, 1/2)
+        R_base(t) =  mean_{n in N} v(s_t − s_n − m)                 t in T
+        R_base(n) = −mean_{t in T} v(s_t − s_n − m)                 n in N
+        R_base    = 0                                               every call failed
+
+    v is half the gap between the two sides' eq. 2 duel values, so within a duel the two
+    rewards differ by exactly that gap and eq. 2's slope at a tie is kept. Why two-sided:
+    with ``m = 0`` the rule does not depend on which cohort is called which (relabelling the
+    tool-invoked trajectories as tool-free and back, fidelities kept, gives the same rewards),
+    so when a tool does not change fidelity the two arms' rewards are exchangeable and GRPO's
+    normalisation and the skew of fidelity cannot favour either; a one-sided rule
+    (``"centred"``: eq. 2 minus sqrt(0.5), tool-free 0) let the group-std scaling turn a
+    useless call's spread into a gain. Why the margin: a call that only ties should not be
+    reinforced; with ``m > 0`` a tie costs the call v(−m) and pays each tool-free peer as
+    much. The default :data:`BATE_MARGIN` = 0.002 is fidelity's resolution (see there). A
+    failed or invalid call earns nothing and duels no one (it is in neither cohort).
+
+    ``bench/bench_bate_bandit.py`` (a bandit whose tool arm halves, keeps or raises the MOS
+    error; 3 images x 4 generations, TRL's group scaling; tool rate after 680 steps, 32
+    seeds, from 0.5; helps / no help / hurts). Fidelity + BATE with the default shaping:
+    duel 0.60 / 0.51 / 0.41, literal 1.00 / 1.00 / 1.00; from 0.89 the same (the threefold
+    penalty pulls ρ into the band first). Shaping off: duel 0.76 / 0.14 / 0.03 (m = 0:
+    0.97 / 0.54 / 0.05, no drift), literal 1.00 everywhere. The shaping holds ρ near ρ̂, so
+    with it a useless tool stays at ρ̂ for the default m and settles below it only as m grows
+    into a per-call cost (m = 0.005: 0.56 / 0.47 / 0.38; m = 0.01: 0.51 / 0.42 / 0.32).
+
+    A duelling trajectory with no opponent gets ``no_cohort_value`` in T and 0 in N;
+    trajectories with NaN fidelity (invalid) get 0. ``margin`` is used by ``"duel"`` only;
+    ``tool_successes`` by ``"duel"`` and ``"centred"`` (``None`` counts every call as
+    successful).
+
+    >>> s, calls, group = [0.9, 0.5, 0.7, 0.7, 0.7], [1, 1, 1, 0, 0], ["a"] * 5
+    >>> bate_base(s, calls, group, tool_successes=[1, 1, 1, 0, 0]).round(4)  # 3rd ties
+    array([ 0.4168, -0.4209, -0.0056,  0.0033,  0.0033])
+    >>> bate_base(s, calls, group, tool_successes=[1, 1, 0, 0, 0]).round(4)  # 3rd call failed
+    array([ 0.4168, -0.4209,  0.    ,  0.0021,  0.0021])
+    >>> bate_base([0.8, 0.7], [1, 0], "aa", margin=0).round(4)  # the labels do not matter
+    array([ 0.2595, -0.2595])
+    >>> bate_base([0.8, 0.7], [0, 1], "aa", margin=0).round(4)
+    array([ 0.2595, -0.2595])
+    >>> bate_base(s, calls, group, base="literal").round(4)  # failed or not
+    array([0.9886, 0.1508, 0.7071, 0.    , 0.    ])
+    >>> bate_base(s, calls, group, base="centred", tool_successes=[1, 1, 1, 0, 0]).round(4)
+    array([ 0.2815, -0.5563,  0.    ,  0.    ,  0.    ])
     """
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
+    if base not in ("duel", "literal", "centred"):
+        raise ValueError(f"base must be 'duel', 'literal' or 'centred', got {base!r}")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be finite and >= 0, got {margin}")
     s = np.asarray(fidelity, dtype=float).ravel()
     calls = np.asarray(tool_calls).ravel()
+    succ = calls if tool_successes is None else np.asarray(tool_successes).ravel()
     gid, n_groups = _group_index(group)
-    if not s.size == calls.size == gid.size:
+    if not s.size == calls.size == succ.size == gid.size:
         raise ValueError(
-            f"fidelity, tool_calls and group differ in length ({s.size}, {calls.size}, {gid.size})"
+            f"fidelity, tool_calls, tool_successes and group differ in length "
+            f"({s.size}, {calls.size}, {succ.size}, {gid.size})"
         )
     out = np.zeros(s.size)
     if s.size == 0:
@@ -456,19 +577,38 @@ def bate_base(
     present = table >= 0
     st = np.where(present, s[table], np.nan)
     valid = np.isfinite(st)
-    tool = valid & (calls[table] > 0)
-    free = valid & ~tool
+    invoked = valid & (calls[table] > 0)
+    free = valid & ~invoked
+    tool = invoked if base == "literal" else invoked & (succ[table] > 0)  # the duelling ones
     st = np.where(valid, st, 0.0)
+    diff = st[:, :, None] - st[:, None, :]  # [g, i, j] = s_i − s_j
 
-    duel = np.sqrt(special.ndtr((st[:, :, None] - st[:, None, :]) / tau))
-    n_free = free.sum(axis=1, keepdims=True)
-    mean_duel = np.divide(
-        np.where(free[:, None, :], duel, 0.0).sum(axis=2),
-        n_free,
-        out=np.full(st.shape, float(no_cohort_value)),
-        where=n_free > 0,
-    )
-    out[table[present]] = np.where(tool, mean_duel, 0.0)[present]
+    if base == "duel":
+        # pair[g, t, n] = v(s_t − s_n − m) for t in T, n in N; 0 elsewhere
+        pair = np.where(tool[:, :, None] & free[:, None, :], _duel_payoff(diff - margin, tau), 0.0)
+        n_free = free.sum(axis=1)[:, None]
+        n_tool = tool.sum(axis=1)[:, None]
+        as_tool = np.divide(
+            pair.sum(axis=2),
+            n_free,
+            out=np.full(st.shape, float(no_cohort_value)),
+            where=n_free > 0,
+        )
+        as_free = np.divide(-pair.sum(axis=1), n_tool, out=np.zeros(st.shape), where=n_tool > 0)
+        value = np.where(tool, as_tool, np.where(free, as_free, 0.0))
+    else:
+        duel = np.sqrt(special.ndtr(diff / tau))
+        if base == "centred":
+            duel -= _TIE
+        n_free = free.sum(axis=1, keepdims=True)
+        mean_duel = np.divide(
+            np.where(free[:, None, :], duel, 0.0).sum(axis=2),
+            n_free,
+            out=np.full(st.shape, float(no_cohort_value)),
+            where=n_free > 0,
+        )
+        value = np.where(tool, mean_duel, 0.0)
+    out[table[present]] = value[present]
     return out
 
 
@@ -595,10 +735,19 @@ class BATEReward:
 
     ``R(t) = R_base(t) + S(ρ, rank_t)`` where
 
-    * ``R_base`` (eq. 2, :func:`bate_base`): for a tool-invoked trajectory t,
-      ``mean_{n in N} sqrt(Φ((s_t − s_n) / τ))`` over the tool-free trajectories n of the same
-      group, s being the fidelity scores of :func:`fidelity_scores` (same ``eps``). τ = 0.1 is
-      this project's default (the paper gives none). No tool-free peer: ``no_cohort_value``.
+    * ``R_base`` (eq. 2, :func:`bate_base`): duels of the group's tool-invoked trajectories
+      with its tool-free ones, on the fidelity scores s of :func:`fidelity_scores` (same
+      ``eps``). Default ``base="duel"``: two-sided, zero-sum duels at a ``margin`` m
+      (:data:`BATE_MARGIN` = 0.002) between T (a call succeeded) and N (tool-free),
+      ``v(d) = (sqrt(Φ(d/τ)) − sqrt(Φ(−d/τ))) / 2``; t in T gets
+      ``mean_{n in N} v(s_t − s_n − m)``, n in N gets ``−mean_{t in T} v(s_t − s_n − m)``, a
+      failed call 0. A call gains over the tool-free answers only when its fidelity is higher
+      by more than m, and both cohorts are scored alike, so a useless tool gains nothing
+      whatever GRPO's scaling, as the paper intends. ``base="literal"``: eq. 2 as printed, ``mean_{n in N} sqrt(Φ((s_t −
+      s_n) / τ))`` for every tool-invoked t, which pays ≈ 0.707 for a tie and any call, even
+      a failed one (tool rate → 1 in ``bench/bench_bate_bandit.py``); ``base="centred"``:
+      that minus sqrt(0.5) for successful calls only. See :func:`bate_base`. τ = 0.1 is this
+      project's default (the paper gives none). No opponent: ``no_cohort_value`` in T, 0 in N.
     * ``S`` (eq. 3, :func:`tool_rate_shaping`): incentive when ρ < ρ̂, penalty when ρ > ρ̂,
       added only to trajectories with ``tool_successes > 0``; ``rank_t`` is the fidelity
       rank among those trajectories in the batch. The sigmoid shapes are this project's
@@ -615,18 +764,19 @@ class BATEReward:
     rank needs all of it), O(trajectories × images) over all processes: about 20 ms for
     1,024 trajectories of 256 images on one CPU core, 1 s for 8 × 1,024.
 
-    Tool-free trajectories get 0 (plus nothing), and so do invalid ones (``pred_score``
-    unparseable): the fidelity and format rewards already penalise those, BATE only judges
-    tool use. When no other image has a valid score (fidelity undefined), valid trajectories
+    Tool-free trajectories get their side of the duels (``"duel"``) or 0 (``"literal"``,
+    ``"centred"``), and never shaping; invalid ones (``pred_score`` unparseable) get 0: the
+    fidelity and format rewards already penalise those, BATE only judges tool use. When no other image has a valid score (fidelity undefined), valid trajectories
     get ``None``. With ``log_metric`` it logs ``tools/rate`` (ρ) and ``bate/shaping`` (mean
     shaping over the batch's trajectories with a successful call, 0 when none; with
     ``scope="global"`` every process logs the same global values).
 
-    >>> r = BATEReward()
-    >>> out = r(pred_score=[0.9, 0.2, 0.5, 0.5, 0.1, 0.8], mos=[5, 5, 5, 5, 1, 1],
-    ...         group=["a", "a", "a", "a", "b", "b"], tool_calls=[1, 1, 0, 0, 0, 0],
-    ...         tool_successes=[1, 1, 0, 0, 0, 0])
-    >>> [round(x, 4) for x in out]  # ρ = 2/6: incentive (outside the band: threefold)
+    >>> cols = dict(pred_score=[0.9, 0.2, 0.5, 0.5, 0.1, 0.8], mos=[5, 5, 5, 5, 1, 1],
+    ...             group=["a", "a", "a", "a", "b", "b"], tool_calls=[1, 1, 0, 0, 0, 0],
+    ...             tool_successes=[1, 1, 0, 0, 0, 0])
+    >>> [round(x, 4) for x in BATEReward()(**cols)]  # ρ = 2/6: incentive (threefold)
+    [0.6503, -0.3659, 0.0043, 0.0043, 0.0, 0.0]
+    >>> [round(x, 4) for x in BATEReward(base="literal")(**cols)]
     [1.2618, 0.244, 0.0, 0.0, 0.0, 0.0]
 
     The same batch split over two processes (group "a" on both), as seen by rank 0; rank 1's
@@ -636,18 +786,20 @@ class BATEReward:
     >>> r = BATEReward(gather=lambda rows: (rows + rank1, 0))
     >>> [round(x, 4) for x in r(pred_score=[0.9, 0.2, 0.5], mos=[5, 5, 5], group=["a"] * 3,
     ...                         tool_calls=[1, 1, 0], tool_successes=[1, 1, 0])]
-    [1.2618, 0.244, 0.0]
+    [0.6503, -0.3659, 0.0043]
     """
 
     tau: float = 0.1
     no_cohort_value: float = 0.0
+    base: BATEBase = "duel"
+    margin: float = BATE_MARGIN
     target: float = 0.50
     band_low: float = 0.35
     band_high: float = 0.65
     outside_multiplier: float = 3.0
     strength: float = 0.1
     sharpness: float = 4.0
-    eps: float = 1e-8
+    eps: float = FIDELITY_EPS
     gather: RowsGather | None = None
     scope: Scope = "global"
 
@@ -657,6 +809,10 @@ class BATEReward:
             raise ValueError("need 0 <= band_low < target < band_high <= 1")
         if not self.tau > 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.base not in ("duel", "literal", "centred"):
+            raise ValueError(f"base must be 'duel', 'literal' or 'centred', got {self.base!r}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"margin must be finite and >= 0, got {self.margin}")
         _check_scope(self.scope)
 
     def __call__(
@@ -684,7 +840,16 @@ class BATEReward:
         valid = np.isfinite(pred)
 
         s = fidelity_scores(pred, mos, group, eps=self.eps, invalid_value=np.nan)
-        total = bate_base(s, calls, group, tau=self.tau, no_cohort_value=self.no_cohort_value)
+        total = bate_base(
+            s,
+            calls,
+            group,
+            tau=self.tau,
+            no_cohort_value=self.no_cohort_value,
+            base=self.base,
+            margin=self.margin,
+            tool_successes=successes,
+        )
         shaped = valid & np.isfinite(s) & (successes > 0)
         shaping = np.zeros(pred.size)
         if rho is not None and shaped.any():
@@ -716,17 +881,19 @@ def format_scores(
     *,
     repair_penalty: float = 0.25,
 ) -> np.ndarray:
-    """Format reward per trajectory: ``max(0, passed / 4 − repair_penalty · repaired)``.
+    """Format reward per trajectory: ``max(0, passed / 6 − repair_penalty · repaired)``.
 
-    ``passed`` counts the true checks among :data:`FORMAT_CHECKS`; ``score_in_range`` counts
-    as false when the predicted score is unparseable. ``repaired`` (optional key, default
-    false) marks a trajectory that needed a repair prompt. So 1.0 exactly when all four hold
-    without repair. A missing check key raises ``KeyError``.
+    ``passed`` counts the true checks among :data:`FORMAT_CHECKS` (the rubric parsed; every
+    reply thought first; one action per turn, never a tool call and an answer together;
+    every tool call readable; the score tagged; the score in range); ``score_in_range``
+    counts as false when the predicted score is unparseable. ``repaired`` (optional key,
+    default false) marks a trajectory that needed a repair prompt. So 1.0 exactly when all
+    six hold without repair. A missing check key raises ``KeyError``.
 
-    >>> ok = dict(rubric_ok=True, single_action=True, answer_tagged=True, score_in_range=True)
-    >>> format_scores([ok, ok, {**ok, "repaired": True}, {**ok, "answer_tagged": False}],
-    ...               [3.0, None, 3.0, 3.0])
-    array([1.  , 0.75, 0.75, 0.75])
+    >>> ok = dict.fromkeys(FORMAT_CHECKS, True)
+    >>> format_scores([ok, ok, {**ok, "repaired": True}, {**ok, "single_action": False}],
+    ...               [3.0, None, 3.0, 3.0]).round(4)
+    array([1.    , 0.8333, 0.75  , 0.8333])
     """
     s = _scores(pred)
     if len(protocol) != s.size:
@@ -752,16 +919,18 @@ def format_scores(
 class FormatReward:
     """Protocol compliance ("format constraint" of Tool-IQA §4.1; formula is this project's).
 
-    ``r = max(0, passed / 4 − repair_penalty · repaired)`` over the checks ``rubric_ok``,
-    ``single_action``, ``answer_tagged``, ``score_in_range`` of the ``protocol`` column, with
+    ``r = max(0, passed / 6 − repair_penalty · repaired)`` over the checks of
+    :data:`FORMAT_CHECKS` in the ``protocol`` column (``rubric_ok``, ``thinking``,
+    ``single_action``, ``tool_calls_valid``, ``answer_tagged``, ``score_in_range``), with
     ``score_in_range`` false whenever ``pred_score`` is unparseable; see
     :func:`format_scores`. 1.0 exactly for a trajectory that followed the protocol without
-    a repair prompt.
+    a repair prompt: a reply with both a tool call and an answer (Appendix A's gate forbids
+    it) or without a thinking block loses a sixth.
 
-    >>> ok = dict(rubric_ok=True, single_action=True, answer_tagged=True, score_in_range=True)
-    >>> FormatReward()(protocol=[ok, {**ok, "rubric_ok": False, "repaired": True}],
-    ...                pred_score=[4.2, 3.0])
-    [1.0, 0.5]
+    >>> ok = dict.fromkeys(FORMAT_CHECKS, True)
+    >>> [round(r, 4) for r in FormatReward()(
+    ...     protocol=[ok, {**ok, "thinking": False, "repaired": True}], pred_score=[4.2, 3.0])]
+    [1.0, 0.5833]
     """
 
     repair_penalty: float = 0.25
@@ -782,17 +951,23 @@ class FormatReward:
 
 
 def default_rewards(
-    *, gather: RowsGather | None = None, tau: float = 0.1, scope: Scope = "global"
+    *,
+    gather: RowsGather | None = None,
+    tau: float = 0.1,
+    scope: Scope = "global",
+    base: BATEBase = "duel",
+    margin: float = BATE_MARGIN,
 ) -> list[FidelityReward | BATEReward | FormatReward]:
     """The paper's three rewards with default settings, in :data:`REWARD_WEIGHTS_PAPER` order.
 
-    ``gather`` and ``scope`` go to the fidelity and BATE rewards (see :func:`all_gather_rows`).
+    ``gather`` and ``scope`` go to the fidelity and BATE rewards (see :func:`all_gather_rows`);
+    ``tau``, ``base`` (:data:`BATEBase`) and ``margin`` (:data:`BATE_MARGIN`) to BATE.
 
     >>> [r.__name__ for r in default_rewards()]
     ['fidelity', 'bate', 'format']
     """
     return [
         FidelityReward(scope=scope, gather=gather),
-        BATEReward(tau=tau, gather=gather, scope=scope),
+        BATEReward(tau=tau, base=base, margin=margin, gather=gather, scope=scope),
         FormatReward(),
     ]

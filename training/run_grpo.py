@@ -15,6 +15,7 @@ exits without loading a model.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,7 +76,12 @@ def make_rewards(tool_args: Any) -> list[Any]:
 
     table = {
         "fidelity": lambda: R.FidelityReward(),
-        "bate": lambda: R.BATEReward(tau=tool_args.bate_tau, target=tool_args.tool_rate_target),
+        "bate": lambda: R.BATEReward(
+            tau=tool_args.bate_tau,
+            base=tool_args.bate_base,
+            margin=tool_args.bate_margin,
+            target=tool_args.tool_rate_target,
+        ),
         "format": lambda: R.FormatReward(),
     }
     unknown = [r for r in tool_args.rewards if r not in table]
@@ -162,12 +168,28 @@ def build_trainer(tool_args: Any, grpo_args: Any, model_args: Any, rows: list[di
     return trainer
 
 
-def print_plan(tool_args: Any, grpo_args: Any, model_args: Any, n_images: int | None) -> int:
+def report_data(data: Any, output_dir: str | None) -> None:
+    """Print the data summary (split protocol included) and save it as
+    ``<output_dir>/data_split.json``; on the main process only."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for line in data.summary_lines():
+        print(line)
+    if output_dir:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data_split.json").write_text(json.dumps(data.record(), indent=2) + "\n")
+
+
+def print_plan(tool_args: Any, grpo_args: Any, model_args: Any, data: Any) -> int:
     from tooliqa.training.config import resolve_plan
 
+    n_images = len(data.rows)
     plan = resolve_plan(grpo_args, processes=tool_args.plan_processes, dataset_images=n_images)
     print(f"model                     {model_args.model_name_or_path}")
-    print(f"data                      {tool_args.train_dataset} [{tool_args.train_split}]")
+    print(f"labels                    {tool_args.train_dataset}")
+    for line in data.summary_lines():
+        print(line)
     gen = (
         f"vLLM ({grpo_args.vllm_mode})"
         if grpo_args.use_vllm
@@ -211,11 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     from tooliqa.training.data import load_training_rows
 
     try:
-        rows, _ds = load_training_rows(
+        data = load_training_rows(
             tool_args.train_dataset,
             split=tool_args.train_split,
+            protocol=tool_args.split_protocol,
             fractions=tool_args.split_fractions,
             seed=tool_args.split_seed,
+            split_file=tool_args.split_file,
             limit=tool_args.max_train_samples,
             query=tool_args.query,
         )
@@ -223,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if tool_args.dry_run:
-        return print_plan(tool_args, grpo_args, model_args, len(rows))
-    trainer = build_trainer(tool_args, grpo_args, model_args, rows)
+        return print_plan(tool_args, grpo_args, model_args, data)
+    report_data(data, grpo_args.output_dir)
+    trainer = build_trainer(tool_args, grpo_args, model_args, data.rows)
     trainer.train(resume_from_checkpoint=grpo_args.resume_from_checkpoint)
     trainer.save_model(grpo_args.output_dir)
     return 0

@@ -18,7 +18,7 @@ from tooliqa.graph import Assessment
 
 from .bridge import TokenLedger
 
-__all__ = ["ROLLOUT_KEYS", "protocol_checks", "rollout_record"]
+__all__ = ["PROTOCOL_CHECKS", "ROLLOUT_KEYS", "protocol_checks", "rollout_record"]
 
 #: The keys of one record (the columns a rollout batch carries).
 ROLLOUT_KEYS = (
@@ -36,31 +36,46 @@ ROLLOUT_KEYS = (
     "rollout_error",
 )
 
-# Markers the graph writes into Assessment.errors (graph/nodes.py).
-_RUBRIC_FAILED = "rubric note could not be parsed"
-_LENIENT = "score read leniently"
-_EXTRA_CALLS = "extra tool call(s) ignored"
-_UNUSABLE = ("gate reply unusable", "final answer unusable")
+#: The protocol checks of a trajectory, keys of its ``protocol`` column (the format reward
+#: counts all but ``repaired``, which it subtracts).
+PROTOCOL_CHECKS = (
+    "rubric_ok",
+    "thinking",
+    "single_action",
+    "tool_calls_valid",
+    "answer_tagged",
+    "score_in_range",
+    "repaired",
+)
 
 
 def protocol_checks(assessment: Assessment, score_range: tuple[float, float] = (1.0, 5.0)) -> dict:
     """Did the trajectory follow the protocol? Booleans read by the format reward.
 
-    ``rubric_ok``: the rubric note parsed; ``single_action``: never more than one
-    tool call in a turn; ``answer_tagged``: the score came from an ``<answer>``
-    tag; ``score_in_range``: a finite score within ``score_range``; ``repaired``:
-    a repair prompt was needed.
+    Read from the typed per-turn record :attr:`Assessment.protocol
+    <tooliqa.graph.Assessment.protocol>`, never from reply text or error messages:
+    ``rubric_ok``: the rubric note parsed; ``thinking``: every reply had a closed thinking
+    block (structured JSON turns, which have none, do not count against it);
+    ``single_action``: no reply held a tool call and an answer, or several of either;
+    ``tool_calls_valid``: every tool call could be read and named an enabled tool with
+    arguments of its schema (a valid call that failed on the image still counts as valid);
+    ``answer_tagged``: the score came from an ``<answer>`` tag (or the structured JSON);
+    ``score_in_range``: a finite score within ``score_range``; ``repaired``: some reply was
+    unusable, so a repair prompt was needed. A trajectory with no recorded turns fails all.
     """
-    errors = assessment.errors
+    turns = assessment.protocol
     score = assessment.score
     lo, hi = score_range
     in_range = score is not None and math.isfinite(score) and lo <= score <= hi
+    answers = [t for t in turns if t.action == "answer"]
     return {
-        "rubric_ok": bool(assessment.rubric) and not any(_RUBRIC_FAILED in e for e in errors),
-        "single_action": not any(_EXTRA_CALLS in e for e in errors),
-        "answer_tagged": score is not None and not any(_LENIENT in e for e in errors),
+        "rubric_ok": any(t.turn == "rubric" and t.rubric_parsed for t in turns),
+        "thinking": bool(turns) and all(t.thinking is not False for t in turns),
+        "single_action": bool(turns) and all(t.single_action for t in turns),
+        "tool_calls_valid": bool(turns) and all(t.tool_call_valid is not False for t in turns),
+        "answer_tagged": score is not None and bool(answers) and bool(answers[-1].answer_tagged),
         "score_in_range": in_range,
-        "repaired": any(any(u in e for u in _UNUSABLE) for e in errors),
+        "repaired": any(t.repair_needed for t in turns),
     }
 
 
@@ -88,13 +103,7 @@ def rollout_record(
     if assessment is None:
         steps: list[Any] = []
         score = None
-        protocol = {
-            "rubric_ok": False,
-            "single_action": False,
-            "answer_tagged": False,
-            "score_in_range": False,
-            "repaired": False,
-        }
+        protocol = dict.fromkeys(PROTOCOL_CHECKS, False)
     else:
         steps = list(assessment.steps)
         score = assessment.score

@@ -12,7 +12,7 @@ import pytest
 from tooliqa.api import assess, make_context
 from tooliqa.cli import main
 from tooliqa.graph import Assessment, Context, graph
-from tooliqa.graph.parsing import parse_answer, parse_attribute_scores, parse_regions
+from tooliqa.graph.parsing import Malformed, parse_answer, parse_attribute_scores, parse_regions
 from tooliqa.graph.prompts import FINAL_PROMPT, GATE_PROMPT, REPAIR_PROMPT, answer_extras
 from tooliqa.graph.regions import answer_regions, distortion_label, magnifier_regions
 from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
@@ -108,7 +108,8 @@ class TestParseAttributeScores:
 
     def test_numbers_in_extras_are_not_the_score(self):
         reply = "<answer>Sharpness: 1.5; Noise: 2</answer>"
-        assert parse_answer(reply).score == 1.5  # no block: first number, as before
+        unusable = parse_answer(reply)  # per-attribute numbers are never the overall score
+        assert isinstance(unusable, Malformed) and "per-attribute" in unusable.reason
         a = parse_answer("<answer>3.2 <attributes>Sharpness: 1.5</attributes></answer>")
         assert a.score == 3.2
         a = parse_answer('<regions>[{"bbox": [1, 2, 3, 4]}]</regions> Score: 4.1')

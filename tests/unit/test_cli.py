@@ -90,13 +90,21 @@ def test_serve_dry_run_prints_the_vllm_command(capsys):
     )
 
 
-def test_serve_tool_iqa_preset_needs_a_checkpoint(capsys):
-    code, _, err = run_cli(capsys, "serve", "--preset", "tool-iqa-8b", "--dry-run")
-    assert code == 2 and "needs --model" in err
+def test_serve_tool_iqa_preset_defaults_to_the_released_checkpoint(capsys):
+    code, lines, _ = run_cli(capsys, "serve", "--preset", "tool-iqa-8b", "--dry-run")
+    argv = shlex.split(lines[0])
+    assert code == 0 and argv[:3] == ["vllm", "serve", "guanq/Tool-IQA-8B"]
+    assert "--served-model-name tool-iqa-8b" in lines[0]
+    assert "--tool-call-parser hermes" in lines[0] and "--enable-auto-tool-choice" in argv
+    # the client line: the paper's five-attribute prompt style is the default, so no flag
+    assert lines[1] == (
+        "# then: tooliqa assess IMAGES --server http://127.0.0.1:8000/v1 --model tool-iqa-8b"
+    )
     code, lines, _ = run_cli(
         capsys, "serve", "--preset", "tool-iqa-8b", "--model", "/ckpt/tool-iqa-8b", "--dry-run"
     )
-    assert code == 0 and "--served-model-name tool-iqa-8b" in lines[0]
+    assert code == 0 and shlex.split(lines[0])[2] == "/ckpt/tool-iqa-8b"
+    assert "--served-model-name tool-iqa-8b" in lines[0]
 
 
 def test_console_script_entry_point():

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import optimize
 
 from tooliqa.eval import metrics
 from tooliqa.eval.metrics import (
@@ -137,6 +138,87 @@ def test_fit_is_monotone_and_does_not_flip_anticorrelated_data(xs: np.ndarray) -
         assert "collapsed" in fit.message
         assert fit.params is None
         assert np.array_equal(fit.predict([1.0, 2.0]), [1.0, 2.0])  # identity fallback
+
+
+TRUE_INV_S = (-3.0, 1.5, 3.0, 1.3, 3.0)
+"""Inverse S: b1 * b2 < 0, and b4 = 1.3 > |b1| b2 / 4 = 1.125 keeps it rising (slope 0.175
+at the centre, 1.3 at the tails)."""
+
+
+def _restricted_5pl_plcc(x: np.ndarray, y: np.ndarray) -> float:
+    """Best PLCC of a 5PL fitted with b1, b2, b4 >= 0 (the old, S-only family)."""
+    best = -1.0
+    for c, s in ((np.median(x), x.std()), (np.median(x), x.std() / 4), (x.mean(), x.std() / 2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            popt, _ = optimize.curve_fit(
+                logistic_5pl,
+                x,
+                y,
+                p0=[np.ptp(y), 1 / s, c, 0.1, y.mean()],
+                bounds=([0, 0, -np.inf, 0, -np.inf], [np.inf] * 5),
+                maxfev=20000,
+            )
+        best = max(best, plcc(logistic_5pl(x, *popt), y) or -1.0)
+    return best
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.random.default_rng(1).uniform(0.0, 6.0, 300),
+        3.0 + np.random.default_rng(2).standard_t(3, 300),  # heavy-tailed predictions
+    ],
+    ids=["uniform", "heavy-tailed"],
+)
+def test_5pl_fits_inverse_s_data(x: np.ndarray) -> None:
+    y = logistic_5pl(x, *TRUE_INV_S) + np.random.default_rng(7).normal(0, 0.05, x.size)
+    fit = fit_logistic(x, y, 5)
+    assert fit.ok and fit.direction == "increasing"
+    assert fit.params is not None and fit.params[0] * fit.params[1] < 0  # inverse S
+    grid = np.linspace(x.min(), x.max(), 400)
+    assert np.all(np.diff(fit.predict(grid)) >= 0)
+    got = plcc(fit.predict(x), y)
+    truth = plcc(logistic_5pl(x, *TRUE_INV_S), y)
+    assert got is not None and truth is not None
+    assert got >= truth - 1e-6
+    assert got > _restricted_5pl_plcc(x, y) + 0.01  # the S-only family falls short
+
+
+@pytest.mark.parametrize("k", [4, 5])
+def test_fit_follows_a_decreasing_relation(xs: np.ndarray, k: int) -> None:
+    y = 6.0 - logistic_4pl(xs, *TRUE_4PL)  # falls from 4.8 to 1.2
+    grid = np.linspace(xs.min(), xs.max(), 200)
+    for direction in ("decreasing", "auto"):
+        fit = fit_logistic(xs, y, k, direction=direction)
+        assert fit.ok and fit.direction == "decreasing"
+        assert np.all(np.diff(fit.predict(grid)) <= 0)
+        assert plcc(fit.predict(xs), y) == pytest.approx(1.0, abs=1e-6)  # fitted values track MOS
+    if k == 4:
+        assert fit.params == pytest.approx((1.2, 4.8, 3.0, 0.5), abs=1e-4)
+    assert not fit_logistic(xs, y, k).ok  # the default stays increasing
+    assert fit_logistic(xs, -y, k, direction="auto").direction == "increasing"
+
+
+def test_5pl_fits_decreasing_inverse_s(xs: np.ndarray) -> None:
+    y = -logistic_5pl(xs, *TRUE_INV_S) + np.random.default_rng(3).normal(0, 0.05, xs.size)
+    fit = fit_logistic(xs, y, 5, direction="decreasing")
+    assert fit.ok and fit.direction == "decreasing"
+    assert np.all(np.diff(fit.predict(np.linspace(xs.min(), xs.max(), 400))) <= 0)
+    got, truth = plcc(fit.predict(xs), y), plcc(-logistic_5pl(xs, *TRUE_INV_S), y)
+    assert got is not None and truth is not None and got >= truth - 1e-6
+
+
+def test_5pl_on_exactly_linear_data_is_the_line(xs: np.ndarray) -> None:
+    y = 0.7 * xs + 1.1
+    fit = fit_logistic(xs, y, 5)
+    assert fit.ok and fit.params is not None and fit.params[0] == 0.0  # closed form, no search
+    assert np.allclose(fit.predict(xs), y, atol=1e-9)
+
+
+def test_fit_rejects_unknown_direction() -> None:
+    with pytest.raises(ValueError, match="direction"):
+        fit_logistic([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], 5, direction="up")
 
 
 def test_fit_rejects_degenerate_input() -> None:

@@ -21,6 +21,7 @@ from scipy.stats import rankdata
 
 from tooliqa.training import rewards
 from tooliqa.training.rewards import (
+    FORMAT_CHECKS,
     REWARD_WEIGHTS_PAPER,
     BATEReward,
     FidelityReward,
@@ -36,8 +37,18 @@ from tooliqa.training.rewards import (
     tool_rate_shaping,
 )
 
-EPS = 1e-8
-OK = {"rubric_ok": True, "single_action": True, "answer_tagged": True, "score_in_range": True}
+EPS = 1e-6  # VisualQuality-R1 code's ε, the default (rewards.FIDELITY_EPS)
+OK = dict.fromkeys(
+    (
+        "rubric_ok",
+        "thinking",
+        "single_action",
+        "tool_calls_valid",
+        "answer_tagged",
+        "score_in_range",
+    ),
+    True,
+)
 
 
 def phi(x: float) -> float:
@@ -159,7 +170,19 @@ class TestFidelity:
             fid_term(phi((0.5 - 0.9) / den), 0.0) + fid_term(phi((0.5 - 0.1) / den), 1.0)
         )
         assert got[1] == pytest.approx(expected_y)
-        np.testing.assert_allclose(got, [1.0, 1.0, 1.0], atol=1e-3)
+        # all right: sqrt(1 + ε) + sqrt(ε) per partner
+        np.testing.assert_allclose(got, [1.0 + math.sqrt(EPS)] * 3, atol=1e-5)
+
+    def test_default_eps_is_visualquality_r1s(self):
+        assert rewards.FIDELITY_EPS == 1e-6
+        assert FidelityReward().eps == BATEReward().eps == 1e-6
+        # one sample per image (σ² = 0): ε alone scales z = 0.001 / sqrt(ε) = 1
+        got = fidelity_scores([2.001, 2.0], [2.0, 1.0], ["a", "b"])
+        z = 0.001 / math.sqrt(1e-6 + 0.0 + 0.0)
+        by_hand = math.sqrt(phi(z) * 1.0 + 1e-6) + math.sqrt((1.0 - phi(z)) * 0.0 + 1e-6)
+        assert got[0] == pytest.approx(by_hand, rel=1e-12)
+        assert got[0] == pytest.approx(0.9172 + 0.001, abs=1e-4)  # sqrt(Φ(1)) + sqrt(ε)
+        assert fidelity_scores([2.001, 2.0], [2.0, 1.0], ["a", "b"], eps=1e-8)[0] > 1.0
 
     def test_rises_as_sample_moves_to_the_right_side(self):
         # image a (MOS 5) must score above image b (μ_b = 2): reward grows with s_a1
@@ -225,32 +248,159 @@ class TestFidelity:
         assert "dataset" in str(info.value)
 
 
+TIE = math.sqrt(0.5)  # sqrt(Φ(0)), eq. 2's value of a duel between equal fidelities
+
+
+MARGIN = 0.002  # rewards.BATE_MARGIN
+
+
+def duel_by_hand(t: float, free: list[float], tau: float, base: str) -> float:
+    """Eq. 2 for one tool-invoked fidelity t against the tool-free ones, written out."""
+    shift = TIE if base == "centred" else 0.0
+    return sum(math.sqrt(phi((t - n) / tau)) - shift for n in free) / len(free)
+
+
+def payoff(d: float, tau: float = 0.1) -> float:
+    """The duel payoff v(d) = (sqrt(Φ(d/τ)) − sqrt(Φ(−d/τ))) / 2 of ``base="duel"``."""
+    return 0.5 * (math.sqrt(phi(d / tau)) - math.sqrt(phi(-d / tau)))
+
+
+def two_sided_by_hand(tool: list[float], free: list[float], tau=0.1, margin=MARGIN):
+    """``base="duel"`` for one group, written out: (rewards of T, rewards of N)."""
+    as_tool = [statistics.fmean(payoff(t - n - margin, tau) for n in free) for t in tool]
+    as_free = [-statistics.fmean(payoff(t - n - margin, tau) for t in tool) for n in free]
+    return as_tool, as_free
+
+
 class TestBATEBase:
-    def test_two_tool_two_free_by_hand(self):
+    def test_duel_both_cohorts_by_hand(self):
+        s = [0.9, 0.55, 0.7, 0.5, 0.65]
+        got = bate_base(s, [1, 2, 0, 0, 0], ["g"] * 5, tool_successes=[1, 1, 0, 0, 0])
+        # v(d) for d = 0.9 − 0.7 − 0.002 = 0.198: (sqrt(Φ(1.98)) − sqrt(Φ(−1.98))) / 2
+        v = 0.5 * (
+            math.sqrt(0.5 * math.erfc(-1.98 / math.sqrt(2)))
+            - math.sqrt(0.5 * math.erfc(1.98 / math.sqrt(2)))
+        )
+        assert payoff(0.9 - 0.7 - MARGIN) == pytest.approx(v, rel=1e-12)
+        as_tool, as_free = two_sided_by_hand([0.9, 0.55], [0.7, 0.5, 0.65])
+        np.testing.assert_allclose(got, as_tool + as_free, rtol=1e-12)
+        assert got[0] > 0 > got[1]  # the better call wins, the worse one pays
+        # every duel is zero-sum: Σ_T r·|N| + Σ_N r·|T| = Σ v − Σ v = 0
+        assert 3 * (got[0] + got[1]) + 2 * sum(got[2:]) == pytest.approx(0.0, abs=1e-12)
+
+    def test_duel_margin(self):
+        s, calls = [0.6, 0.6], [1, 0]
+        tie = bate_base(s, calls, "gg")  # default margin 0.002: a tie costs the call
+        assert tie[0] == pytest.approx(payoff(-MARGIN)) and tie[1] == pytest.approx(payoff(MARGIN))
+        assert tie[0] < 0 < tie[1] and tie[0] == -tie[1]
+        assert list(bate_base(s, calls, "gg", margin=0.0)) == [0.0, 0.0]
+        wide = bate_base(s, calls, "gg", margin=0.05)
+        # m = 0.05 = τ/2: v(−0.05) = (sqrt(Φ(−0.5)) − sqrt(Φ(0.5))) / 2
+        by_hand = 0.5 * (math.sqrt(phi(-0.5)) - math.sqrt(phi(0.5)))
+        assert wide[0] == pytest.approx(by_hand, rel=1e-12) and wide[1] == -wide[0]
+        assert wide[0] < tie[0]
+        # a call must beat the tool-free fidelity by more than m to gain
+        assert bate_base([0.61, 0.6], calls, "gg", margin=0.02)[0] < 0
+        assert bate_base([0.63, 0.6], calls, "gg", margin=0.02)[0] > 0
+        for bad in (-0.01, math.nan, math.inf):
+            with pytest.raises(ValueError, match="margin"):
+                bate_base(s, calls, "gg", margin=bad)
+            with pytest.raises(ValueError, match="margin"):
+                BATEReward(margin=bad)
+
+    def test_duel_failed_call_earns_nothing_and_duels_no_one(self):
+        s, calls, group = [0.9, 0.3, 0.7, 0.5], [1, 2, 0, 0], ["a"] * 4
+        got = bate_base(s, calls, group, tool_successes=[1, 0, 0, 0])  # 2nd: every call failed
+        as_tool, as_free = two_sided_by_hand([0.9], [0.7, 0.5])
+        np.testing.assert_allclose(got, [as_tool[0], 0.0, *as_free], rtol=1e-12)
+        alone = bate_base([0.3, 0.7, 0.5], [2, 0, 0], ["a"] * 3, tool_successes=[0, 0, 0])
+        assert list(alone) == [0.0, 0.0, 0.0]  # no successful call: no duel at all
+
+    def test_duel_is_symmetric_in_the_labels(self):
+        rng = np.random.default_rng(7)
+        s = rng.uniform(0.5, 1.0, 8)
+        group = ["a"] * 4 + ["b"] * 4
+        calls = np.array([1, 0, 0, 0, 1, 1, 0, 3])  # |T| ≠ |N| in a, |T| = |N| in b
+        swapped = np.where(calls > 0, 0, 1)
+        got = bate_base(s, calls, group, margin=0.0)
+        np.testing.assert_allclose(bate_base(s, swapped, group, margin=0.0), got, rtol=1e-12)
+        # mirrored: swapping the cohorts' fidelities negates the rewards
+        pair = bate_base([0.8, 0.7], [1, 0], "gg", margin=0.0)
+        assert list(bate_base([0.7, 0.8], [1, 0], "gg", margin=0.0)) == list(-pair)
+        assert list(bate_base([0.8, 0.7], [0, 1], "gg", margin=0.0)) == list(pair)
+        assert pair[0] == pytest.approx(payoff(0.1), rel=1e-12) and pair[1] == -pair[0]
+        # the margin handicaps the tool side only
+        with_margin = bate_base(s, calls, group)
+        assert np.all(with_margin[calls > 0] < got[calls > 0])
+        assert np.all(with_margin[calls == 0] > got[calls == 0])
+
+    @pytest.mark.parametrize("base", ["centred", "literal"])
+    def test_two_tool_two_free_by_hand(self, base):
         tau = 0.1
         s = [0.9, 0.55, 0.7, 0.5]
-        got = bate_base(s, [1, 2, 0, 0], ["g"] * 4, tau=tau)
-
-        def duel(t: float) -> float:
-            return 0.5 * (math.sqrt(phi((t - 0.7) / tau)) + math.sqrt(phi((t - 0.5) / tau)))
-
-        np.testing.assert_allclose(got, [duel(0.9), duel(0.55), 0.0, 0.0], rtol=1e-12)
+        got = bate_base(s, [1, 2, 0, 0], ["g"] * 4, tau=tau, base=base, tool_successes=[1, 1, 0, 0])
+        expected = [duel_by_hand(t, [0.7, 0.5], tau, base) for t in (0.9, 0.55)] + [0.0, 0.0]
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
 
     def test_only_within_group(self):
-        got = bate_base([0.9, 0.1, 0.2, 0.95], [1, 0, 1, 0], ["a", "a", "b", "b"], tau=0.1)
-        assert got[0] == pytest.approx(math.sqrt(phi(8.0)))
-        assert got[2] == pytest.approx(math.sqrt(phi((0.2 - 0.95) / 0.1)), rel=1e-9)
+        s, calls, group = [0.9, 0.1, 0.2, 0.95], [1, 0, 1, 0], ["a", "a", "b", "b"]
+        duel = bate_base(s, calls, group)
+        expected = [payoff(0.8 - MARGIN), -payoff(0.8 - MARGIN)]
+        expected += [payoff(-0.75 - MARGIN), -payoff(-0.75 - MARGIN)]
+        np.testing.assert_allclose(duel, expected, rtol=1e-12)
+        got = bate_base(s, calls, group, tau=0.1, base="centred")
+        assert got[0] == pytest.approx(math.sqrt(phi(8.0)) - TIE)
+        assert got[2] == pytest.approx(math.sqrt(phi((0.2 - 0.95) / 0.1)) - TIE, rel=1e-9)
+        literal = bate_base([0.9, 0.1, 0.2, 0.95], [1, 0, 1, 0], list("aabb"), base="literal")
+        np.testing.assert_allclose(literal, got + np.array([TIE, 0, TIE, 0]), rtol=0, atol=1e-12)
 
-    def test_rewarded_only_when_beating_tool_free(self):
-        win = bate_base([0.8, 0.6], [1, 0], [0, 0], tau=0.01)[0]
-        lose = bate_base([0.6, 0.8], [1, 0], [0, 0], tau=0.01)[0]
+    def test_equal_fidelity_loses_the_margin_duel_0_centred_0707_literal(self):
+        s, calls = [0.6, 0.6, 0.6], [1, 0, 0]
+        duel = bate_base(s, calls, ["a"] * 3)
+        np.testing.assert_allclose(duel, [-payoff(MARGIN), payoff(MARGIN), payoff(MARGIN)])
+        assert bate_base(s, calls, ["a"] * 3, base="centred")[0] == 0.0
+        assert bate_base(s, calls, ["a"] * 3, base="literal")[0] == pytest.approx(0.7071, abs=1e-4)
+
+    def test_failed_call_earns_nothing_centred(self):
+        s, calls, group = [0.9, 0.9, 0.2, 0.5], [1, 2, 1, 0], ["a"] * 4
+        successes = [1, 0, 0, 0]  # trajectories 1 and 2: every call failed
+        got = bate_base(s, calls, group, tool_successes=successes, base="centred")
+        assert got[0] == pytest.approx(math.sqrt(phi(4.0)) - TIE)
+        assert list(got[1:]) == [0.0, 0.0, 0.0]
+        literal = bate_base(s, calls, group, tool_successes=successes, base="literal")
+        assert literal[1] == literal[0] > 0.99  # a failed call earns as much as a good one
+        assert literal[2] == pytest.approx(math.sqrt(phi(-3.0)))
+        # a failed trajectory is not tool-free either: the successful one duels index 3 only
+        assert bate_base(s, calls, group, tool_successes=[1, 0, 1, 0], base="centred")[2] < 0
+
+    def test_signs_centred(self):
+        win = bate_base([0.8, 0.6], [1, 0], [0, 0], tau=0.01, base="centred")[0]
+        lose = bate_base([0.6, 0.8], [1, 0], [0, 0], tau=0.01, base="centred")[0]
+        assert win == pytest.approx(1.0 - TIE) and lose == pytest.approx(-TIE, abs=1e-6)
+
+    def test_literal_rewards_any_call(self):
+        win = bate_base([0.8, 0.6], [1, 0], [0, 0], tau=0.01, base="literal")[0]
+        lose = bate_base([0.6, 0.8], [1, 0], [0, 0], tau=0.01, base="literal")[0]
         assert win > lose
         assert win == pytest.approx(1.0)
         assert lose == pytest.approx(0.0, abs=1e-6)
 
     def test_no_cohort_value_and_invalid(self):
-        got = bate_base([0.8, 0.6, np.nan], [1, 1, 1], ["a", "a", "a"], no_cohort_value=-0.1)
-        assert list(got) == [-0.1, -0.1, 0.0]
+        for base in ("duel", "centred", "literal"):
+            got = bate_base(
+                [0.8, 0.6, np.nan], [1, 1, 1], list("aaa"), no_cohort_value=-0.1, base=base
+            )
+            assert list(got) == [-0.1, -0.1, 0.0]
+            free = bate_base([0.8, 0.6, np.nan], [0, 0, 1], list("aaa"), no_cohort_value=-0.1)
+            assert list(free) == [0.0, 0.0, 0.0]  # tool-free without an opponent: nothing
+
+    def test_rejects_unknown_base(self):
+        with pytest.raises(ValueError, match="duel"):
+            bate_base([0.5], [1], ["a"], base="zero-sum")
+        with pytest.raises(ValueError, match="centred"):
+            bate_base([0.5], [1], ["a"], base="centered")
+        with pytest.raises(ValueError, match="literal"):
+            BATEReward(base="raw")
 
 
 class TestShaping:
@@ -310,12 +460,97 @@ class TestToolRate:
         subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def hand_batch(**overrides):
+    """Two images x 3: A (MOS 4) and B (MOS 2); A's third trajectory's tool call failed."""
+    cols = {
+        "pred_score": [3.8, 3.0, 2.5, 2.2, 3.0, 2.0],
+        "mos": [4.0] * 3 + [2.0] * 3,
+        "group": ["A"] * 3 + ["B"] * 3,
+        "tool_calls": [1, 0, 2, 0, 1, 0],
+        "tool_successes": [1, 0, 0, 0, 1, 0],
+    }
+    cols.update(overrides)
+    return cols
+
+
+def hand_fidelity(pred):
+    """VisualQuality-R1's fidelity of ``hand_batch`` at ε = 1e-6, one partner image each."""
+    eps = 1e-6
+    a, b = pred[:3], pred[3:]
+    mu_a, mu_b = statistics.fmean(a), statistics.fmean(b)
+    den = math.sqrt(statistics.variance(a) + statistics.variance(b) + eps)
+    up = [fid_term(phi((x - mu_b) / den), 1.0, eps) for x in a]  # MOS_A > MOS_B: g = 1
+    down = [fid_term(phi((x - mu_a) / den), 0.0, eps) for x in b]  # g = 0
+    return up + down
+
+
 class TestBATEReward:
-    def test_tool_free_get_zero(self):
+    def test_duel_by_hand_at_the_target_rate(self):
+        cols = hand_batch()  # ρ = 3 tool-invoked / 6 valid = ρ̂: no shaping, the duels alone
+        s = hand_fidelity(cols["pred_score"])
+        (a_tool,), (a_free,) = two_sided_by_hand([s[0]], [s[1]])  # A's 3rd call failed
+        (b_tool,), b_free = two_sided_by_hand([s[4]], [s[3], s[5]])
+        expected = [a_tool, a_free, 0.0, b_free[0], b_tool, b_free[1]]
+        out = BATEReward()(**cols)
+        assert out == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert out[0] > 0 > out[1] and out[2] == 0.0  # A's call beat tool-free; failed: 0
+        assert out[4] < 0 < out[3]  # B's call lost: its tool-free peers gain
+        m = 0.03
+        (wide,), _ = two_sided_by_hand([s[0]], [s[1]], margin=m)
+        assert BATEReward(margin=m)(**cols)[0] == pytest.approx(wide, rel=1e-9)
+
+    @pytest.mark.parametrize("base", ["centred", "literal"])
+    def test_by_hand_at_the_target_rate(self, base):
+        cols = hand_batch()  # ρ = 3 tool-invoked / 6 valid = ρ̂: no shaping, eq. 2 alone
+        s = hand_fidelity(cols["pred_score"])
+        failed = duel_by_hand(s[2], [s[1]], 0.1, base) if base == "literal" else 0.0
+        expected = [
+            duel_by_hand(s[0], [s[1]], 0.1, base),
+            0.0,
+            failed,
+            0.0,
+            duel_by_hand(s[4], [s[3], s[5]], 0.1, base),
+            0.0,
+        ]
+        out = BATEReward(base=base)(**cols)
+        assert out == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert fidelity_scores(cols["pred_score"], cols["mos"], cols["group"]) == pytest.approx(s)
+        if base == "centred":
+            assert out[2] == 0.0 and out[0] > 0 > out[4]  # A's call beat tool-free, B's lost
+        else:
+            assert min(out[0], out[2], out[4]) > 0  # every call earns, even the failed one
+
+    @pytest.mark.parametrize("base", ["centred", "literal"])
+    def test_by_hand_with_threefold_penalty(self, base):
+        cols = hand_batch(tool_calls=[1, 0, 2, 0, 1, 1], tool_successes=[1, 0, 0, 0, 1, 1])
+        s = hand_fidelity(cols["pred_score"])
+        rho = 4 / 6  # > 0.65: penalty, threefold
+        magnitude = 0.1 * 3.0 * (2.0 / (1.0 + math.exp(-4.0 * (rho - 0.5) / 0.15)) - 1.0)
+        shaped = [0, 4, 5]  # trajectories with a successful call
+        order = sorted(shaped, key=lambda i: s[i])
+        rank = {i: order.index(i) / (len(shaped) - 1) for i in shaped}
+        expected = [0.0] * 6
+        expected[0] = duel_by_hand(s[0], [s[1]], 0.1, base)
+        expected[2] = duel_by_hand(s[2], [s[1]], 0.1, base) if base == "literal" else 0.0
+        expected[4] = duel_by_hand(s[4], [s[3]], 0.1, base)
+        expected[5] = duel_by_hand(s[5], [s[3]], 0.1, base)
+        for i in shaped:
+            expected[i] -= magnitude * (1.0 - rank[i])
+        logged: dict[str, float] = {}
+        out = BATEReward(base=base)(**cols, log_metric=logged.__setitem__)
+        assert out == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert logged["tools/rate"] == pytest.approx(rho)
+
+    def test_tool_free_get_their_duels_only(self):
         cols = batch()
-        out = BATEReward(gather=GlobalCounts(3, 30), scope="local")(**cols)
         free = [i for i, c in enumerate(cols["tool_calls"]) if c == 0]
-        assert all(out[i] == 0.0 for i in free)
+        for kind in ("centred", "literal"):
+            out = BATEReward(gather=GlobalCounts(3, 30), scope="local", base=kind)(**cols)
+            assert all(out[i] == 0.0 for i in free)
+        out = BATEReward(gather=GlobalCounts(3, 30), scope="local")(**cols)  # ρ = 0.1: incentive
+        s = fidelity_scores(cols["pred_score"], cols["mos"], cols["group"])
+        base = bate_base(s, cols["tool_calls"], cols["group"])
+        assert all(out[i] == base[i] != 0.0 for i in free)  # the duels' other side, no shaping
 
     def test_base_matches_duels_at_target_rate(self):
         cols = batch()
@@ -327,12 +562,21 @@ class TestBATEReward:
     def test_shaping_only_for_successful_calls(self):
         cols = batch(tool_successes=[1, 0, 0, 0, 1, 0, 0, 0])  # trajectory 1's call failed
         s = fidelity_scores(cols["pred_score"], cols["mos"], cols["group"])
-        base = bate_base(s, cols["tool_calls"], cols["group"])
-        out = np.array(BATEReward(gather=GlobalCounts(3, 30), scope="local")(**cols))  # ρ = 0.1
-        assert out[1] == pytest.approx(base[1])
-        shaped = out - base
-        assert shaped[0] > 0 or shaped[4] > 0
-        assert np.all(shaped[[1, 2, 3, 5, 6, 7]] == 0.0)
+        for kind in ("duel", "centred", "literal"):
+            base = bate_base(
+                s,
+                cols["tool_calls"],
+                cols["group"],
+                base=kind,
+                tool_successes=cols["tool_successes"],
+            )
+            r = BATEReward(gather=GlobalCounts(3, 30), scope="local", base=kind)  # ρ = 0.1
+            out = np.array(r(**cols))
+            assert out[1] == pytest.approx(base[1])
+            assert (out[1] == 0.0) == (kind != "literal")  # a failed call earns nothing
+            shaped = out - base
+            assert shaped[0] > 0 or shaped[4] > 0
+            assert np.all(shaped[[1, 2, 3, 5, 6, 7]] == 0.0)
 
     def test_penalty_spares_the_best_call(self):
         cols = batch()
@@ -383,6 +627,9 @@ class TestBATEReward:
         back = pickle.loads(pickle.dumps(r))
         assert back(**batch()) == r(**batch())
         assert back.__name__ == "bate"
+        literal = BATEReward(base="literal")
+        back = pickle.loads(pickle.dumps(literal))
+        assert back.base == "literal" and back(**batch()) == literal(**batch())
         plain = BATEReward()
         assert pickle.loads(pickle.dumps(plain))(**batch()) == plain(**batch())
 
@@ -402,10 +649,21 @@ class TestFormat:
             {**OK, "single_action": False, "answer_tagged": False, "repaired": True},
             dict.fromkeys(OK, False),
             {**OK, "repaired": False},
+            {**OK, "thinking": False},  # a reply without a thinking block
+            {**OK, "single_action": False},  # a tool call and an answer in one turn
+            {**OK, "tool_calls_valid": False},  # an unreadable tool call
         ]
-        pred = [3.0, 3.0, 3.0, 3.0, 3.0, None]
+        pred = [3.0, 3.0, 3.0, 3.0, 3.0, None, 3.0, 3.0, 3.0]
         out = FormatReward()(pred_score=pred, protocol=protocol)
-        assert out == [1.0, 0.75, 0.75, 0.25, 0.0, 0.75]
+        five = 5 / 6
+        assert out == pytest.approx([1.0, five, 0.75, 4 / 6 - 0.25, 0.0, five, five, five, five])
+
+    def test_every_check_counts(self):
+        assert tuple(OK) == FORMAT_CHECKS
+        for check in FORMAT_CHECKS:
+            assert FormatReward()(pred_score=[3.0], protocol=[{**OK, check: False}]) == [
+                pytest.approx(5 / 6)
+            ]
 
     def test_missing_check_and_column(self):
         with pytest.raises(KeyError, match="answer_tagged"):
@@ -426,6 +684,12 @@ class TestDefaults:
         funcs = default_rewards()
         assert [f.__name__ for f in funcs] == ["fidelity", "bate", "format"]
         assert len(REWARD_WEIGHTS_PAPER) == len(funcs)
+
+    def test_bate_base_is_duel_unless_asked(self):
+        assert BATEReward().base == default_rewards()[1].base == "duel"
+        assert BATEReward().margin == default_rewards()[1].margin == rewards.BATE_MARGIN == 0.002
+        assert default_rewards(base="literal")[1].base == "literal"
+        assert default_rewards(margin=0.01)[1].margin == 0.01
 
     def test_doctests(self):
         result = doctest.testmod(rewards, optionflags=doctest.NORMALIZE_WHITESPACE)

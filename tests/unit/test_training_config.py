@@ -3,6 +3,7 @@ KL (beta) schedule."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -155,6 +156,41 @@ class TestDryRun:
         assert err.startswith("error: ") and "nope.csv" in err and "not found" in err
         assert "Traceback" not in err
 
+    def test_the_plan_says_which_split_protocol_was_used(self, train_spec, capsys):
+        assert dry_run(train_spec) == 0
+        out = capsys.readouterr().out
+        assert "data                      toy [train]: 38 of 38 images" in out
+        assert "split                     seeded (by reference, 60/20/20, seed 42): train 38" in out
+
+    def test_a_published_split_list_as_labels_is_refused_with_a_message(self, tmp_path, capsys):
+        images = tmp_path / "images"
+        images.mkdir()
+        names = [f"I0{r}_0{k}_01.png" for r in range(1, 4) for k in range(1, 4)]
+        for name in names:
+            (images / name).touch()
+        (tmp_path / "train.txt").write_text("".join(f"{n} 3.5\n" for n in names))
+        assert dry_run(f"KADID-10k={tmp_path / 'train.txt'}:{images}") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: KADID-10K: the label file holds 9 of the benchmark's")
+        assert "split_file" in err and "Traceback" not in err
+        spec = f"KADID-10k={tmp_path / 'train.txt'}:{images}"
+        assert dry_run(spec, "--split_protocol", "whole") == 2  # 9 images < one generation batch
+        assert "whole (every image, no split): all 9 images / 3 references" in (
+            capsys.readouterr().out
+        )
+
+    def test_a_real_run_saves_its_data_split(self, train_spec, tmp_path, capsys, monkeypatch):
+        from tooliqa.training.data import load_training_rows
+
+        monkeypatch.delenv("RANK", raising=False)
+
+        data = load_training_rows(train_spec)
+        run_grpo.report_data(data, str(tmp_path / "run"))
+        saved = json.loads((tmp_path / "run" / "data_split.json").read_text())
+        assert saved["protocol"] == "seeded" and saved["seed"] == 42 and saved["images"] == 38
+        assert saved["counts"]["train"] == {"images": 38, "references": 38}
+        assert "split                     seeded" in capsys.readouterr().out
+
     def test_tooliqa_train_finds_a_shipped_config_by_name(self, train_spec, capsys):
         from tooliqa.cli import main as cli_main
 
@@ -194,6 +230,17 @@ def test_every_shipped_config_parses(config: Path, monkeypatch):
     # every shipped recipe keeps each image's generations on one process
     plan = resolve_plan(grpo_args, processes=1)
     assert not any("split across processes" in e for e in plan.errors)
+
+
+def test_bate_settings_reach_the_reward(monkeypatch):
+    monkeypatch.setattr(run_grpo, "_has_gpu", lambda: False)
+    argv = ["--config", KADID, "--dry-run", "--bate_base", "literal", "--bate_margin", "0.01"]
+    tool_args, _, _ = run_grpo.parse_args([*argv, "--bate_tau", "0.2"])
+    (bate,) = [r for r in run_grpo.make_rewards(tool_args) if r.__name__ == "bate"]
+    assert (bate.base, bate.margin, bate.tau) == ("literal", 0.01, 0.2)
+    tool_args, _, _ = run_grpo.parse_args(["--config", KADID, "--dry-run"])
+    (bate,) = [r for r in run_grpo.make_rewards(tool_args) if r.__name__ == "bate"]
+    assert bate.base == "duel"  # the default, as the shipped config says
 
 
 def test_paper_recipe_values():

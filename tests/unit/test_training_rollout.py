@@ -22,7 +22,7 @@ from tooliqa.training.bridge import (
     TurnBatcher,
     to_hf_messages,
 )
-from tooliqa.training.rewards import format_scores
+from tooliqa.training.rewards import FormatReward, format_scores
 from tooliqa.training.rollout import (
     REQUEST_KIND,
     GraphRollout,
@@ -37,7 +37,9 @@ from _support import RUBRIC_REPLY, png_bytes
 
 ALL_GOOD = {
     "rubric_ok": True,
+    "thinking": True,
     "single_action": True,
+    "tool_calls_valid": True,
     "answer_tagged": True,
     "score_in_range": True,
     "repaired": False,
@@ -144,69 +146,122 @@ class TestRolloutRequest:
 # --- protocol checks on real graph runs --------------------------------------------------
 
 
+def thought(reply: str, why: str = "looked again") -> str:
+    """A reply in the Appendix A form: a thinking block, then the action."""
+    return f"<thinking>{why}</thinking> {reply}"
+
+
 class TestProtocolChecks:
     def test_clean_run_passes_every_check(self, image_bytes):
         a = assess(
             image_bytes,
             [
                 RUBRIC_REPLY,
-                "<thinking>zoom</thinking>" + text_call("magnifier", {"bbox": [0, 0, 500, 500]}),
-                "<thinking>sharp enough</thinking><answer>3.50</answer>",
+                thought(text_call("magnifier", {"bbox": [0, 0, 500, 500]})),
+                thought("<answer>3.50</answer>"),
             ],
         )
         assert a.score == 3.5 and [s.ok for s in a.steps] == [True]
         assert protocol_checks(a) == ALL_GOOD
+        assert [(t.turn, t.action) for t in a.protocol] == [
+            ("rubric", "rubric"),
+            ("gate", "tool_call"),
+            ("gate", "answer"),
+        ]
 
     def test_failed_tool_call_is_not_a_protocol_violation(self, image_bytes):
         a = assess(
             image_bytes,
-            [RUBRIC_REPLY, text_call("magnifier", {"bbox": [0, 0, 5, 5]}), "<answer>3</answer>"],
+            [
+                RUBRIC_REPLY,
+                thought(text_call("magnifier", {"bbox": [0, 0, 5, 5]})),
+                thought("<answer>3</answer>"),
+            ],
         )
         assert [s.ok for s in a.steps] == [False] and a.errors  # the failure is recorded
         assert protocol_checks(a) == ALL_GOOD
+        assert a.protocol[1].tool_call_valid is True
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            text_call("sharpen", {"amount": 2}),  # no such tool
+            text_call("gamma_corrector", {"mode": "sideways"}),  # not one of its options
+            '<tool_call>{"name": "magnifier", "arguments": {bbox: [1, 2</tool_call>',  # not JSON
+        ],
+    )
+    def test_an_invalid_call_breaks_tool_calls_valid(self, image_bytes, call):
+        a = assess(image_bytes, [RUBRIC_REPLY, thought(call), thought("<answer>3</answer>")])
+        assert a.score == 3.0 and [s.ok for s in a.steps] == [False]
+        assert protocol_checks(a) == {**ALL_GOOD, "tool_calls_valid": False}
+
+    def test_the_papers_gamma_words_are_valid_calls(self, image_bytes):
+        call = text_call("gamma_corrector", {"mode": "darkening"})
+        a = assess(image_bytes, [RUBRIC_REPLY, thought(call), thought("<answer>3</answer>")])
+        assert [(s.ok, s.gamma) for s in a.steps] == [(True, 2.0)]
+        assert protocol_checks(a) == ALL_GOOD
 
     def test_answer_without_tag_is_read_leniently(self, image_bytes):
-        a = assess(image_bytes, [RUBRIC_REPLY, "Overall the quality score is 3.5."])
+        a = assess(image_bytes, [RUBRIC_REPLY, thought("Overall the quality score is 3.5.")])
         assert a.score == 3.5
-        assert any("score read leniently" in e for e in a.errors)
         assert protocol_checks(a) == {**ALL_GOOD, "answer_tagged": False}
+
+    def test_a_reply_without_thinking_breaks_thinking(self, image_bytes):
+        a = assess(image_bytes, [RUBRIC_REPLY, "<answer>3.5</answer>"])
+        assert a.score == 3.5
+        assert protocol_checks(a) == {**ALL_GOOD, "thinking": False}
+        assert [t.thinking for t in a.protocol] == [True, False]
+
+    def test_tool_call_and_answer_in_one_turn_break_single_action(self, image_bytes):
+        both = thought(text_call("magnifier", {"bbox": [0, 0, 500, 500]}) + "<answer>4</answer>")
+        a = assess(image_bytes, [RUBRIC_REPLY, both, thought("<answer>3</answer>")])
+        assert [s.tool for s in a.steps] == ["magnifier"]  # the first action is taken
+        assert protocol_checks(a) == {**ALL_GOOD, "single_action": False}
 
     def test_two_tool_calls_in_one_turn_break_single_action(self, image_bytes):
         two = text_call("gamma_corrector", {"mode": "darken"}) + text_call(
             "magnifier", {"bbox": [0, 0, 500, 500]}
         )
-        a = assess(image_bytes, [RUBRIC_REPLY, two, "<answer>3</answer>"])
+        a = assess(image_bytes, [RUBRIC_REPLY, thought(two), thought("<answer>3</answer>")])
         assert [s.tool for s in a.steps] == ["gamma_corrector"]  # the extra one was not run
         assert any("extra tool call(s) ignored" in e for e in a.errors)
         assert protocol_checks(a) == {**ALL_GOOD, "single_action": False}
 
     def test_unparseable_rubric_note(self, image_bytes):
-        a = assess(image_bytes, ["no idea what you want", "<answer>3</answer>"])
+        a = assess(image_bytes, [thought("no idea what you want"), thought("<answer>3</answer>")])
         assert a.rubric == {} and a.score == 3.0
         assert protocol_checks(a) == {**ALL_GOOD, "rubric_ok": False}
 
     def test_malformed_final_answer_needs_the_repair_prompt(self, image_bytes):
-        a = assess(image_bytes, [RUBRIC_REPLY, "It looks fine to me.", "<answer>3.3</answer>"])
+        a = assess(
+            image_bytes,
+            [RUBRIC_REPLY, thought("It looks fine to me."), thought("<answer>3.3</answer>")],
+        )
         assert a.score == 3.3 and a.error is None
         assert protocol_checks(a) == {**ALL_GOOD, "repaired": True}
+        assert [t.turn for t in a.protocol] == ["rubric", "gate", "repair"]
 
     def test_malformed_answer_after_the_tool_limit_is_repaired(self, image_bytes):
         a = assess(
             image_bytes,
             [
                 RUBRIC_REPLY,
-                text_call("magnifier", {"bbox": [0, 0, 900, 900]}),
-                "hmm",
-                "<answer>2</answer>",
+                thought(text_call("magnifier", {"bbox": [0, 0, 900, 900]})),
+                thought("hmm"),
+                thought("<answer>2</answer>"),
             ],
             max_tool_rounds=1,
         )
         assert a.score == 2.0 and a.forced_answer
         assert any("final answer unusable" in e for e in a.errors)
         assert protocol_checks(a) == {**ALL_GOOD, "repaired": True}
+        assert [t.turn for t in a.protocol] == ["rubric", "gate", "final", "repair"]
 
     def test_score_out_of_range_never_fixed(self, image_bytes):
-        a = assess(image_bytes, [RUBRIC_REPLY, "<answer>7</answer>", "<answer>9</answer>"])
+        a = assess(
+            image_bytes,
+            [RUBRIC_REPLY, thought("<answer>7</answer>"), thought("<answer>9</answer>")],
+        )
         assert a.score is None and a.error == "no valid score after the repair prompt(s)"
         assert protocol_checks(a) == {
             **ALL_GOOD,
@@ -214,12 +269,66 @@ class TestProtocolChecks:
             "score_in_range": False,
             "repaired": True,
         }
+        assert [t.score_in_range for t in a.protocol[1:]] == [False, False]
 
     def test_score_range_is_a_parameter(self, image_bytes):
-        a = assess(image_bytes, [RUBRIC_REPLY, "<answer>4.5</answer>"])
+        a = assess(image_bytes, [RUBRIC_REPLY, thought("<answer>4.5</answer>")])
         assert protocol_checks(a)["score_in_range"]
         assert not protocol_checks(a, score_range=(1.0, 4.0))["score_in_range"]
         assert not protocol_checks(a.model_copy(update={"score": float("nan")}))["score_in_range"]
+
+    def test_checks_read_the_typed_record_not_the_error_text(self, image_bytes):
+        a = assess(image_bytes, [RUBRIC_REPLY, thought("<answer>4.5</answer>")])
+        reworded = a.model_copy(
+            update={"errors": ["score read leniently", "extra tool call(s) ignored"]}
+        )
+        assert protocol_checks(reworded) == protocol_checks(a) == ALL_GOOD
+        unrecorded = protocol_checks(a.model_copy(update={"protocol": []}))
+        assert unrecorded == {**dict.fromkeys(ALL_GOOD, False), "score_in_range": True}
+
+
+class TestRepliesOfARealModel:
+    """The issue's first three rows through the real graph: score, tool call, format reward."""
+
+    def _format(self, a: Assessment) -> float:
+        rec = rollout_record(TokenLedger(prompt_ids=[1]), a)
+        return FormatReward()(protocol=[rec["protocol"]], pred_score=[rec["pred_score"]])[0]
+
+    def test_a_tag_named_in_the_thinking_does_not_hide_the_tool_call(self, image_bytes):
+        call = (
+            "<thinking>Too early for an <answer>; zoom into the face.</thinking>"
+            '<tool_call>{"name": "magnifier", "arguments": {"bbox_2d": [100, 200, 600, 700]}}'
+            "</tool_call>"
+        )
+        a = assess(image_bytes, [RUBRIC_REPLY, call, thought("<answer>3.10</answer>")])
+        assert [(s.tool, s.ok) for s in a.steps] == [("magnifier", True)]
+        assert a.score == 3.1  # not the "2" of bbox_2d
+        rec = rollout_record(TokenLedger(prompt_ids=[1]), a)
+        assert (rec["tool_calls"], rec["tool_successes"]) == (1, 1)
+        assert self._format(a) == 1.0
+
+    def test_a_tag_named_in_the_thinking_is_not_a_tool_call(self, image_bytes):
+        reply = "<thinking>No need for a <tool_call>: it is clean.</thinking><answer>4.2</answer>"
+        a = assess(image_bytes, [RUBRIC_REPLY, reply])
+        assert a.score == 4.2 and a.steps == [] and a.errors == []
+        rec = rollout_record(TokenLedger(prompt_ids=[1]), a)
+        assert rec["tool_calls"] == 0  # not tool use for BATE or the tool rate
+        assert self._format(a) == 1.0
+
+    def test_the_gate_wording_echoed_is_not_the_score(self, image_bytes):
+        reply = thought("<answer>Final answer (1.00 - 5.00): 3.62</answer>")
+        a = assess(image_bytes, [RUBRIC_REPLY, reply])
+        assert a.score == 3.62 and a.errors == []
+        assert self._format(a) == 1.0
+
+    def test_a_tool_call_and_an_answer_in_one_turn_lose_format_reward(self, image_bytes):
+        both = thought(text_call("magnifier", {"bbox": [0, 0, 500, 500]}) + "<answer>4</answer>")
+        a = assess(image_bytes, [RUBRIC_REPLY, both, thought("<answer>3</answer>")])
+        assert self._format(a) < 1.0
+
+    def test_replies_without_thinking_lose_format_reward(self, image_bytes):
+        a = assess(image_bytes, [RUBRIC_REPLY, "<answer>3.5</answer>"])
+        assert a.score == 3.5 and self._format(a) < 1.0
 
 
 # --- rollout records ---------------------------------------------------------------------
@@ -242,7 +351,7 @@ def decode(ids) -> str:
 class TestRolloutRecord:
     def test_tokens_mask_and_logprobs(self, image_bytes):
         ledger = ledger_with_turns()
-        a = assess(image_bytes, [RUBRIC_REPLY, "<answer>3.25</answer>"])
+        a = assess(image_bytes, [RUBRIC_REPLY, thought("<answer>3.25</answer>")])
         rec = rollout_record(ledger, a, decode=decode)
         assert tuple(rec) == ROLLOUT_KEYS
         assert rec["prompt_ids"] == [1, 2, 3]

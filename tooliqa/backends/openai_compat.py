@@ -64,6 +64,21 @@ class OpenAICompatibleChat(ChatOpenAI):
         self._client_for_running_loop()
         return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
 
+    def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
+        """ChatOpenAI's result, plus the thinking a vLLM reasoning parser returns beside
+        the content (``reasoning_content`` or ``reasoning``), kept in ``additional_kwargs``
+        so the protocol sees that the model thought first."""
+        result = super()._create_chat_result(response, generation_info)
+        raw = response if isinstance(response, dict) else response.model_dump()
+        for choice, generation in zip(raw.get("choices") or [], result.generations, strict=False):
+            message = (choice or {}).get("message") or {}
+            for key in ("reasoning_content", "reasoning"):
+                value = message.get(key)
+                if isinstance(value, str) and value.strip():
+                    generation.message.additional_kwargs["reasoning_content"] = value
+                    break
+        return result
+
     def _get_request_payload(
         self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any
     ) -> dict[str, Any]:

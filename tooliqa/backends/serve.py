@@ -18,12 +18,29 @@ from dataclasses import dataclass, field
 
 from tooliqa.graph.context import DEFAULT_MAX_PIXELS
 
-__all__ = ["PRESETS", "ServeOptions", "serve_command"]
+__all__ = ["PRESETS", "ServeOptions", "client_command", "serve_command"]
 
-#: Known checkpoints. Tool-IQA-8B is a Qwen3-VL-8B-Instruct fine-tune: same flags.
+#: Known checkpoints: the hub id (``--model`` overrides it with a local directory or another
+#: id), the name the server gives it, and the prompt style the client should use.
+#:
+#: Tool-IQA-8B (``guanq/Tool-IQA-8B``, the released model of arXiv 2606.16082) is a
+#: Qwen3-VL-8B-Instruct fine-tune, served with the same flags: hermes parsing of the
+#: ``<tool_call>`` JSON it was trained to write, four images per prompt (the original, two
+#: tool views, one spare), the graph's pixel budget. Its model card lists six rubric
+#: attributes (colour among them), but the prompts it was trained with (Appendix A) ask for
+#: five lines, colour folded into "Exposure & Color"; so its preset uses the ``paper`` prompt
+#: style, not ``extended`` (which adds a sixth, colour line the model never learned).
 PRESETS: dict[str, dict[str, str]] = {
-    "qwen3-vl-8b": {"model": "Qwen/Qwen3-VL-8B-Instruct", "served_name": "qwen3-vl-8b"},
-    "tool-iqa-8b": {"model": "", "served_name": "tool-iqa-8b"},
+    "qwen3-vl-8b": {
+        "model": "Qwen/Qwen3-VL-8B-Instruct",
+        "served_name": "qwen3-vl-8b",
+        "prompt_style": "paper",
+    },
+    "tool-iqa-8b": {
+        "model": "guanq/Tool-IQA-8B",
+        "served_name": "tool-iqa-8b",
+        "prompt_style": "paper",
+    },
 }
 
 
@@ -90,6 +107,17 @@ def serve_command(opts: ServeOptions, *, launcher: str = "auto") -> list[str]:
     if opts.prefix_caching:
         argv.append("--enable-prefix-caching")
     return argv + list(opts.extra)
+
+
+def client_command(opts: ServeOptions, preset: str) -> str:
+    """How to assess images against the server ``opts`` starts, with the preset's prompt style."""
+    host = "127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host
+    argv = ["tooliqa", "assess", "IMAGES", "--server", f"http://{host}:{opts.port}/v1"]
+    argv += ["--model", opts.served_name or opts.model]
+    style = PRESETS.get(preset, {}).get("prompt_style", "paper")
+    if style != "paper":
+        argv += ["--prompt-style", style]
+    return shlex.join(argv)
 
 
 def format_command(argv: list[str]) -> str:

@@ -11,7 +11,9 @@ to ``"-"`` (stdout) or to an open text stream.
 Record keys: ``schema, run_id, method, backend, model, dataset, image, mos,
 mos_norm, score, error, error_kind, tool_calls, tools, tool_ok, used_tools,
 input_tokens, output_tokens, seconds, rubric, rubric_notes, rationale, answer,
-query, forced_answer, timings, steps, transcript, errors, endpoint, attempts``.
+query, forced_answer, timings, steps, transcript, protocol, errors, endpoint, attempts``
+(``protocol``: the per-reply record of :class:`~tooliqa.graph.ProtocolTurn`, empty for
+results stored before it existed).
 
 Tool views (the ``view`` data URL of a step) are left out unless asked for; the
 records say nothing of it, the summary counts what was dropped. The store as
@@ -212,6 +214,7 @@ def _record(
         "timings": a.get("timings") or {},
         "steps": steps,
         "transcript": a.get("transcript") or [],
+        "protocol": a.get("protocol") or [],
         "errors": a.get("errors") or [],
         "endpoint": row["endpoint"],
         "attempts": row["attempts"],

@@ -6,15 +6,21 @@ monotonic logistic mappings used before PLCC/RMSE:
 * 4-parameter: ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``
 * 5-parameter: ``f(x) = b1 * (0.5 - 1 / (1 + exp(b2 * (x - b3)))) + b4 * x + b5``
 
-Both fits are constrained to be non-decreasing (4PL: ``b1 >= b2``; 5PL:
-``b1, b2, b4 >= 0``). Predictions are on the same orientation as MOS (higher is
-better), so a decreasing mapping would silently turn anti-correlated
-predictions into a positive PLCC; with the constraint the sign survives.
-Correlations are never passed through ``abs()`` for the same reason. Fits use
-``scipy.optimize.curve_fit`` (trust-region reflective, analytic Jacobian, at
-most ``DEFAULT_MAX_NFEV`` evaluations per start) within bounds that keep the
-curve from degenerating into a step or drifting to its linear limit (see
-``_fit``); initial values are described in ``_starts``.
+Both fits range over the whole monotone family, rising or falling as asked
+(``fit_logistic(direction=...)``): the 4PL is monotone for any parameters; the
+5PL is monotone over the data range, which takes in S shapes (``b1 b2 > 0``,
+``b4 >= 0``), inverse S shapes (``b1 b2 < 0``: steep tails, flat middle, the
+linear term outweighing the logistic) and any other sign pattern whose slope
+keeps one sign over the predictions (see ``_fit_5pl_up``). By default the
+mapping is non-decreasing: predictions are on the same orientation as MOS
+(higher is better), so a decreasing mapping would silently turn anti-correlated
+predictions into a positive PLCC; with the constraint the sign survives, and
+:func:`evaluate` keeps it. Correlations are never passed through ``abs()`` for
+the same reason. Fits use ``scipy.optimize.least_squares`` (trust-region
+reflective, analytic Jacobian, at most ``DEFAULT_MAX_NFEV`` evaluations per
+start) within bounds that keep the curve from degenerating into a step or
+drifting to its linear limit (see ``_fit_4pl_up`` and ``_fit_5pl_up``);
+initial values are described in ``_starts``.
 
 Degenerate inputs (too few points, constant values, NaNs) give ``None`` values
 with a message from :func:`evaluate`; only mismatched lengths raise.
@@ -26,7 +32,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -50,7 +56,8 @@ CI_LEVEL = 0.95
 DEFAULT_MAX_NFEV = 4000
 """Bound on model evaluations per curve_fit start (trust-region reflective)."""
 MAX_STEEPNESS = 20.0
-"""Steepest logistic allowed: scale >= (prediction range) / MAX_STEEPNESS."""
+"""Steepest logistic allowed: scale >= (prediction spread) / MAX_STEEPNESS, the spread
+being the 5th-95th percentile range of the distinct predictions (see ``_spread``)."""
 MAX_SPAN = 3.0
 """Largest 4PL span (b1 - b2) or 5PL amplitude b1, in units of the MOS range."""
 
@@ -151,20 +158,40 @@ def _jac_5pl(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: floa
     return np.column_stack([sig - 0.5, d * (x - b3), -d * b2, x, np.ones_like(x)])
 
 
+def _model_inv(z: np.ndarray, a: float, k: float, c: float, e: float, v: float) -> np.ndarray:
+    # Inverse-S branch: b1 = -a <= 0 and b4 = a k / 4 + e, so the slope at the
+    # centre (the flattest point) is e >= 0 and the curve is monotone everywhere.
+    return logistic_5pl(z, -a, k, c, a * k / 4.0 + e, v)
+
+
+def _jac_inv(z: np.ndarray, a: float, k: float, c: float, e: float, v: float) -> np.ndarray:
+    sig = special.expit(k * (z - c))
+    d = a * sig * (1.0 - sig)
+    return np.column_stack(
+        [0.5 - sig + k * z / 4.0, a * z / 4.0 - d * (z - c), d * k, z, np.ones_like(z)]
+    )
+
+
+Direction = Literal["increasing", "decreasing"]
+DIRECTIONS = ("increasing", "decreasing", "auto")
+
+
 @dataclass(frozen=True)
 class LogisticFit:
     """A fitted monotone logistic mapping from predictions to the MOS scale.
 
     ``params`` are ``(b1, b2, b3, b4)`` or ``(b1, b2, b3, b4, b5)`` in the
-    formulas of the module docstring. When ``ok`` is false the fit failed,
-    ``params`` is ``None`` and :meth:`predict` returns its input unchanged
-    (identity), so callers fall back to raw values.
+    formulas of the module docstring; ``direction`` says whether the curve
+    rises or falls over the fitted predictions. When ``ok`` is false the fit
+    failed, ``params`` is ``None`` and :meth:`predict` returns its input
+    unchanged (identity), so callers fall back to raw values.
     """
 
     kind: str
     params: tuple[float, ...] | None
     ok: bool
     message: str = ""
+    direction: Direction = "increasing"
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -177,8 +204,88 @@ class LogisticFit:
         raise ValueError(f"unknown logistic kind {self.kind!r}")
 
 
+def _negated(params: Sequence[float], k: int) -> list[float]:
+    """Parameters of ``-f`` given those of ``f`` (a decreasing fit to ``mos`` is an
+    increasing fit to ``-mos``, negated)."""
+    b = [float(v) for v in params]
+    if k == 4:
+        return [-b[0], -b[1], b[2], b[3]]
+    return [-b[0], b[1], b[2], -b[3], -b[4]]
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Standardised coordinates of a 5PL fit: ``z = (x - mx) / sx``, ``t = (y - my) / sy``.
+
+    In them the 5PL is ``g(z) = a (expit(k (z - c)) - 0.5) + w z + v`` with
+    ``f(x) = my + sy g(z)``; fitting there keeps the linear and constant terms
+    uncorrelated and every parameter of order one, whatever the units of the
+    predictions. The 5PL's symmetry ``(b1, b2) -> (-b1, -b2)`` is used to keep
+    ``k >= 0``.
+    """
+
+    mx: float
+    sx: float
+    my: float
+    sy: float
+
+    @classmethod
+    def of(cls, p: np.ndarray, m: np.ndarray) -> _Frame:
+        return cls(float(p.mean()), float(p.std()) or 1.0, float(m.mean()), float(m.std()) or 1.0)
+
+    def inner(self, b: Sequence[float]) -> np.ndarray:
+        b1, b2, b3, b4, b5 = (float(v) for v in b)
+        if b2 < 0:
+            b1, b2 = -b1, -b2
+        return np.array(
+            [
+                b1 / self.sy,
+                b2 * self.sx,
+                (b3 - self.mx) / self.sx,
+                b4 * self.sx / self.sy,
+                (b5 - self.my + b4 * self.mx) / self.sy,
+            ]
+        )
+
+    def outer(self, q: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+        a, k, c, w, v = (float(u) for u in q)
+        b4 = self.sy * w / self.sx
+        return (
+            self.sy * a,
+            k / self.sx,
+            self.mx + self.sx * c,
+            b4,
+            self.my + self.sy * v - b4 * self.mx,
+        )
+
+
+def _min_slope(q: Sequence[float] | np.ndarray, z_lo: float, z_hi: float) -> float:
+    """Smallest slope of ``g`` (see :class:`_Frame`) on ``[z_lo, z_hi]``.
+
+    ``g'(z) = w + a k s (1 - s)`` with ``s = expit(k (z - c))``: the bump
+    ``s (1 - s)`` peaks at ``c`` and falls off on both sides, so the extremes on
+    the interval are at its ends or at ``c`` clipped into it.
+    """
+    a, k, c, w, _ = q
+    zs = np.array([z_lo, z_hi, min(max(c, z_lo), z_hi)])
+    s = special.expit(k * (zs - c))
+    return float(np.min(w + a * k * s * (1.0 - s)))
+
+
+def _spread(x: np.ndarray) -> float:
+    """5th-95th percentile range of the distinct values of ``x`` (> 0 for non-constant ``x``).
+
+    The steepness bound is relative to it: distinct values, so that a cluster of
+    tied scores does not shrink it (a step there is what the bound prevents);
+    percentiles, so that a few far outliers (heavy-tailed predictions) do not
+    widen it and flatten every logistic the bulk of the data needs.
+    """
+    lo, hi = np.percentile(np.unique(x), [5.0, 95.0])
+    return float(hi - lo) or float(np.ptp(x)) or 1.0
+
+
 def _starts(p: np.ndarray, m: np.ndarray, k: int) -> list[list[float]]:
-    """Initial values for the fits (the first is the primary one).
+    """Initial values for an increasing fit ``p -> m`` (the first is the primary one).
 
     * Asymptotes / amplitude from the MOS range: 4PL ``b2 = min(mos)``,
       ``b1 = max(mos)``; 5PL ``b1 = max(mos) - min(mos)``.
@@ -191,7 +298,10 @@ def _starts(p: np.ndarray, m: np.ndarray, k: int) -> list[list[float]]:
 
     Two alternative starts (steeper, and centred on the mean) are tried too and
     the lowest residual wins; this rescues fits where the primary start sits on
-    a flat region.
+    a flat region. The 5PL also gets two inverse-S starts (``b1 < 0``, steep
+    tails and a flat middle): the least-squares line's slope at the tails, a
+    quarter of it at the median, with the logistic one and three standard
+    deviations wide.
     """
     lo, hi = float(m.min()), float(m.max())
     span = hi - lo
@@ -199,102 +309,216 @@ def _starts(p: np.ndarray, m: np.ndarray, k: int) -> list[list[float]]:
     med, mean = float(np.median(p)), float(p.mean())
     scales = [(med, sd), (med, sd / 4.0), (mean, sd / 2.0)]
     if k == 4:
-        return [[lo, span, c, s] for c, s in scales]
-    return [[span, 1.0 / s, c, 0.0, float(m.mean())] for c, s in scales]
+        return [[hi, lo, c, s] for c, s in scales]
+    starts = [[span, 1.0 / s, c, 0.0, float(m.mean())] for c, s in scales]
+    fr = _Frame.of(p, m)
+    r = max(float(np.mean((p - fr.mx) * (m - fr.my))) / (fr.sx * fr.sy), 0.0)
+    c = (med - fr.mx) / fr.sx
+    for kz in (1.0, 1.0 / 3.0):  # inner units: w = r at the tails, r / 4 at c
+        a = 3.0 * r / kz
+        starts.append(list(fr.outer([-a, kz, c, r, -r * c])))
+    return starts
+
+
+def _solve(
+    fun: Callable[..., np.ndarray],
+    jac: Callable[..., np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    x0: np.ndarray,
+    bounds: tuple[list[float], list[float]],
+    max_nfev: int,
+) -> tuple[float, np.ndarray] | str:
+    """Bounded least squares from ``x0``: ``(sse, params)`` or why it failed.
+
+    A start that runs out of evaluations keeps its last iterate (it is still a
+    valid curve; the lowest residual over the starts decides).
+    """
+    lower, upper = bounds
+    x0 = np.clip(x0, lower, upper)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            res = optimize.least_squares(
+                lambda b: fun(x, *b) - y,
+                x0,
+                jac=lambda b: jac(x, *b),
+                bounds=(lower, upper),
+                method="trf",
+                max_nfev=max_nfev,
+                x_scale="jac",
+            )
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    popt = np.asarray(res.x, dtype=float)
+    if not np.all(np.isfinite(popt)):
+        return "non-finite parameters"
+    sse = float(np.sum((fun(x, *popt) - y) ** 2))
+    return (sse, popt) if math.isfinite(sse) else "non-finite residuals"
+
+
+def _fit_4pl_up(
+    p: np.ndarray, m: np.ndarray, starts: list[list[float]], max_nfev: int
+) -> tuple[tuple[float, ...] | None, list[str]]:
+    # Bounds keep the problem compact (and cheap to solve):
+    # * the logistic's scale is >= 1/MAX_STEEPNESS of the prediction spread --
+    #   clusters of tied scores (e.g. many 5.0s) otherwise pull the fit towards a
+    #   step whose slope runs off to infinity;
+    # * asymptotes stay within MAX_SPAN MOS ranges and the centre within one
+    #   prediction range of the data -- on nearly linear data the 4PL otherwise
+    #   drifts towards its linear limit (span and scale -> inf).
+    xr = float(np.ptp(p)) or 1.0
+    yr = float(np.ptp(m)) or 1.0
+    lower = [float(m.min()) - MAX_SPAN * yr, 0.0, float(p.min()) - xr, _spread(p) / MAX_STEEPNESS]
+    upper = [float(m.max()), MAX_SPAN * yr, float(p.max()) + xr, np.inf]
+    best: tuple[float, np.ndarray] | None = None
+    errors: list[str] = []
+    for b1, b2, b3, b4 in starts:  # public (b1, b2, b3, b4) -> internal (lo, span, b3, |b4|)
+        x0 = np.array([b2, b1 - b2, b3, abs(b4)], dtype=float)
+        out = _solve(_model_4pl, _jac_4pl, p, m, x0, (lower, upper), max_nfev)
+        if isinstance(out, str):
+            errors.append(out)
+        elif best is None or out[0] < best[0]:
+            best = out
+    if best is None:
+        return None, errors
+    lo, span, b3, b4 = (float(v) for v in best[1])
+    return (lo + span, lo, b3, b4), errors
+
+
+def _fit_5pl_up(
+    p: np.ndarray, m: np.ndarray, starts: list[list[float]], max_nfev: int
+) -> tuple[tuple[float, ...] | None, list[str]]:
+    """Least-squares non-decreasing 5PL over the data range, in three families.
+
+    In the standardised coordinates of :class:`_Frame` (``k >= 0``):
+
+    * S-shaped: ``a >= 0, w >= 0`` -- monotone everywhere;
+    * inverse S: ``a < 0`` with ``w = |a| k / 4 + e, e >= 0`` -- the slope at the
+      centre, the flattest point, is ``e``, so monotone everywhere;
+    * free signs, started from the best of the above when its monotonicity bound
+      is active, kept only if the slope is >= 0 over the data range.
+
+    A start with ``b1 >= 0`` (after ``b2 >= 0``) starts the S family, one with
+    ``b1 < 0`` the inverse-S family. Bounds: ``|a|`` within MAX_SPAN MOS ranges,
+    ``k`` at most MAX_STEEPNESS per prediction spread (clusters of tied scores
+    otherwise pull the fit towards a step), the centre within one prediction
+    range of the data. Data on a straight line are answered in closed form.
+    """
+    fr = _Frame.of(p, m)
+    z, t = (p - fr.mx) / fr.sx, (m - fr.my) / fr.sy
+    z_lo, z_hi = float(z.min()), float(z.max())
+    zr = z_hi - z_lo
+    amp, k_max = MAX_SPAN * float(np.ptp(t)), MAX_STEEPNESS / _spread(z)
+    c_lo, c_hi = z_lo - zr, z_hi + zr
+    inf = np.inf
+    s_bounds = ([0.0, 0.0, c_lo, 0.0, -inf], [amp, k_max, c_hi, inf, inf])
+    free_bounds = ([-amp, 0.0, c_lo, -inf, -inf], [amp, k_max, c_hi, inf, inf])
+    best: tuple[float, np.ndarray] | None = None
+    r = float(np.mean(z * t))  # least-squares line t = r z (both standardised)
+    if r >= 0.0:
+        line = np.array([0.0, min(1.0, k_max), 0.0, r, 0.0])
+        best = (float(np.sum((t - r * z) ** 2)), line)
+        if best[0] <= 1e-12 * t.size:
+            return fr.outer(line), []
+    errors: list[str] = []
+    active = False
+    for start in starts:
+        q0 = fr.inner(start)
+        if q0[0] >= 0.0:
+            out = _solve(logistic_5pl, _jac_5pl, z, t, q0, s_bounds, max_nfev)
+            bound_at = 3  # w
+        else:
+            a0, k0, c0, w0, v0 = q0
+            x0 = np.array([-a0, k0, c0, max(w0 + a0 * k0 / 4.0, 0.0), v0])
+            out = _solve(_model_inv, _jac_inv, z, t, x0, s_bounds, max_nfev)
+            if not isinstance(out, str):
+                a, k, c, e, v = out[1]
+                out = (out[0], np.array([-a, k, c, a * k / 4.0 + e, v]))
+            bound_at = -1
+        if isinstance(out, str):
+            errors.append(out)
+            continue
+        if best is None or out[0] < best[0]:
+            slope_bound = out[1][3] if bound_at == 3 else out[1][3] + out[1][0] * out[1][1] / 4.0
+            active = slope_bound <= 1e-3
+            best = out
+    if best is None:
+        return None, errors
+    if active:
+        out = _solve(logistic_5pl, _jac_5pl, z, t, best[1], free_bounds, max_nfev)
+        if not isinstance(out, str) and out[0] < best[0] and _min_slope(out[1], z_lo, z_hi) >= 0:
+            best = out
+    return fr.outer(best[1]), errors
 
 
 def _fit(
     p: np.ndarray,
     m: np.ndarray,
     k: int,
-    starts: list[list[float]],
+    starts: list[list[float]] | None,
     max_nfev: int,
+    direction: Direction = "increasing",
 ) -> LogisticFit:
+    """Fit ``p -> m`` monotone in ``direction``; ``starts`` are parameters of
+    candidate curves for ``m`` (``None``: :func:`_starts`).
+
+    A decreasing fit is the increasing fit to ``-m``, negated.
+    """
     kind = f"{k}pl"
-    # Bounds keep the problem compact (and cheap to solve):
-    # * the logistic's scale is >= 1/MAX_STEEPNESS of the prediction range --
-    #   clusters of tied scores (e.g. many 5.0s) otherwise pull the fit towards a
-    #   step whose slope runs off to infinity;
-    # * asymptotes / amplitude stay within MAX_SPAN MOS ranges and the centre
-    #   within one prediction range of the data -- on nearly linear data the
-    #   4PL otherwise drifts towards its linear limit (span and scale -> inf).
-    xr = float(np.ptp(p)) or 1.0
-    yr = float(np.ptp(m)) or 1.0
-    x_min, x_max, y_min, y_max = float(p.min()), float(p.max()), float(m.min()), float(m.max())
-    centre = (x_min - xr, x_max + xr)
-    model: Callable[..., np.ndarray]
-    jac: Callable[..., np.ndarray]
-    if k == 4:
-        model, jac = _model_4pl, _jac_4pl
-        lower = [y_min - MAX_SPAN * yr, 0.0, centre[0], xr / MAX_STEEPNESS]
-        upper = [y_max, MAX_SPAN * yr, centre[1], np.inf]
-    else:
-        model, jac = logistic_5pl, _jac_5pl
-        lower = [0.0, 0.0, centre[0], 0.0, -np.inf]
-        upper = [MAX_SPAN * yr, MAX_STEEPNESS / xr, centre[1], np.inf, np.inf]
-    best: tuple[float, np.ndarray] | None = None
-    errors: list[str] = []
-    for start in starts:
-        x0 = np.clip(np.asarray(start, dtype=float), lower, upper)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                popt, _ = optimize.curve_fit(
-                    model,
-                    p,
-                    m,
-                    p0=x0,
-                    jac=jac,
-                    bounds=(lower, upper),
-                    method="trf",
-                    max_nfev=max_nfev,
-                    x_scale=1.0,
-                )
-        except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning) as exc:
-            errors.append(
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            continue
-        if not np.all(np.isfinite(popt)):
-            errors.append("non-finite parameters")
-            continue
-        sse = float(np.sum((model(p, *popt) - m) ** 2))
-        if not math.isfinite(sse):
-            errors.append("non-finite residuals")
-            continue
-        if best is None or sse < best[0]:
-            best = (sse, popt)
-    if best is None:
+    up = direction == "increasing"
+    y = m if up else -m
+    if starts is None:
+        starts = _starts(p, y, k)
+    elif not up:
+        starts = [_negated(s, k) for s in starts]
+    fitter = _fit_4pl_up if k == 4 else _fit_5pl_up
+    params, errors = fitter(p, y, starts, max_nfev)
+    if params is None:
         reason = errors[-1] if errors else "no start converged"
         return LogisticFit(kind, None, False, f"{k}-parameter logistic fit failed: {reason}")
-    popt = best[1]
-    if k == 4:
-        lo, span, b3, b4 = (float(v) for v in popt)
-        params: tuple[float, ...] = (lo + span, lo, b3, b4)
-    else:
-        params = tuple(float(v) for v in popt)
-    fitted = LogisticFit(kind, params, True, "")
+    if not up:
+        params = tuple(_negated(params, k))
+    fitted = LogisticFit(kind, params, True, "", direction)
     if np.ptp(fitted.predict(p)) <= 1e-12 * max(1.0, float(np.abs(m).max())):
         return LogisticFit(
             kind,
             None,
             False,
             f"{k}-parameter logistic fit collapsed to a constant "
-            "(predictions do not increase with MOS)",
+            f"(MOS does not {'increase' if up else 'decrease'} with the predictions)",
         )
     return fitted
 
 
 def fit_logistic(
-    pred: ArrayLike, mos: ArrayLike, params: int = 5, *, max_nfev: int = DEFAULT_MAX_NFEV
+    pred: ArrayLike,
+    mos: ArrayLike,
+    params: int = 5,
+    *,
+    direction: str = "increasing",
+    max_nfev: int = DEFAULT_MAX_NFEV,
 ) -> LogisticFit:
     """Fit the monotone 4- or 5-parameter logistic mapping ``pred -> mos``.
 
-    Never raises for bad data (only for mismatched lengths or ``params`` not in
-    {4, 5}); a failed fit has ``ok=False`` and a ``message``.
+    ``direction``: ``"increasing"`` (the default: predictions on the MOS
+    orientation, so anti-correlated ones collapse to a failed fit instead of
+    being flipped), ``"decreasing"`` (e.g. a lower-is-better measure), or
+    ``"auto"`` (the sign of the Spearman correlation; increasing on a tie).
+    Never raises for bad data (only for mismatched lengths, ``params`` not in
+    {4, 5} or an unknown ``direction``); a failed fit has ``ok=False`` and a
+    ``message``.
+
+    >>> x = np.linspace(0.0, 1.0, 50)
+    >>> fit = fit_logistic(x, 5.0 - 4.0 * x**3, direction="auto")
+    >>> fit.direction, bool(np.all(np.diff(fit.predict(x)) <= 0))
+    ('decreasing', True)
     """
     if params not in (4, 5):
         raise ValueError(f"params must be 4 or 5, not {params!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
     p, m = _pair(pred, mos)
     kind = f"{params}pl"
     if not (np.all(np.isfinite(p)) and np.all(np.isfinite(m))):
@@ -307,7 +531,10 @@ def fit_logistic(
         return LogisticFit(kind, None, False, "predictions are constant")
     if np.ptp(m) == 0:
         return LogisticFit(kind, None, False, "MOS values are constant")
-    return _fit(p, m, params, _starts(p, m, params), max_nfev)
+    way: Direction = "decreasing" if direction == "decreasing" else "increasing"
+    if direction == "auto" and stats.spearmanr(p, m).statistic < 0:
+        way = "decreasing"
+    return _fit(p, m, params, None, max_nfev, way)
 
 
 # -- evaluate ------------------------------------------------------------------------
@@ -478,12 +705,10 @@ def _bootstrap(
             r = plcc(bp, bm)
         else:
             assert lf is not None and lf.params is not None
-            params = list(lf.params)
-            if k == 4:  # back to the internal (lo, span, b3, b4) parametrisation
-                params = [params[1], params[0] - params[1], params[2], params[3]]
-            bf = _fit(bp, bm, k, [params], max_nfev=DEFAULT_MAX_NFEV // 4)
+            nfev = DEFAULT_MAX_NFEV // 4
+            bf = _fit(bp, bm, k, [list(lf.params)], nfev, lf.direction)
             if not bf.ok:  # retry from the data-driven starts before giving up
-                bf = _fit(bp, bm, k, _starts(bp, bm, k), max_nfev=DEFAULT_MAX_NFEV // 4)
+                bf = _fit(bp, bm, k, None, nfev, lf.direction)
             r = plcc(bf.predict(bp), bm) if bf.ok else None
             if r is None:
                 skipped_fit += 1
