@@ -90,6 +90,15 @@ class ToolIQAArguments:
             "error from being reinforced in bench/bench_bate_bandit.py"
         },
     )
+    bate_strength: float = field(
+        default=0.02,
+        metadata={
+            "help": "in-band strength of BATE's tool-rate shaping (eq. 3; rewards.SHAPING_STRENGTH, "
+            "threefold outside [0.35, 0.65]). The paper gives none; 0.02 keeps the shaping a "
+            "regulator, so the duels decide whether a tool is used (at 0.1 a useless tool is "
+            "held at the target rate, bench/bench_bate_bandit.py)"
+        },
+    )
     tool_rate_target: float = field(default=0.5, metadata={"help": "BATE target tool rate"})
     rollout_log: str | None = field(
         default=None,

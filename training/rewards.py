@@ -82,6 +82,7 @@ __all__ = [
     "FIDELITY_EPS",
     "FORMAT_CHECKS",
     "REWARD_WEIGHTS_PAPER",
+    "SHAPING_STRENGTH",
     "BATEBase",
     "BATEReward",
     "CountsGather",
@@ -612,6 +613,26 @@ def bate_base(
     return out
 
 
+SHAPING_STRENGTH = 0.02
+"""Default in-band strength of the eq. 3 shaping (:func:`tool_rate_shaping`); 3x outside the band.
+
+The paper gives none. The shaping is a regulator that keeps ρ near ρ̂. It must not outweigh
+the duels that judge whether a call helped, or it holds every tool at ρ̂, useful or not.
+The paper's trained model made 0.39 calls per image against ρ̂ = 0.5 (1.77 without BATE),
+which suggests the duels dominate in its setup. In ``bench/bench_bate_bandit.py`` (GRPO,
+3 images x 4 generations, 680 steps, fidelity + BATE, duel m = 0.002, 16 seeds), end tool
+rates for a helpful / useless / harmful tool:
+
+* strength 0.02, from 0.5: 0.74 / 0.45 / 0.14; from 0.89 (the paper's untrained rate):
+  0.75 / 0.46 / 0.16;
+* strength 0.05: 0.64 / 0.50 / 0.32;
+* strength 0.1 (this project's earlier default): 0.60 / 0.51 / 0.41.
+
+So 0.02 is the largest of these that still lets a useless tool fall below ρ̂. The literal
+eq. 2 goes to 1.00 in every case at any of these strengths.
+"""
+
+
 def tool_rate_shaping(
     rho: float,
     rank: float | Sequence[float] | np.ndarray,
@@ -620,7 +641,7 @@ def tool_rate_shaping(
     band_low: float = 0.35,
     band_high: float = 0.65,
     outside_multiplier: float = 3.0,
-    strength: float = 0.1,
+    strength: float = SHAPING_STRENGTH,
     sharpness: float = 4.0,
 ) -> np.ndarray:
     """Global adaptive shaping, Tool-IQA eq. 3 (the S_inc / S_pen shapes are this project's).
@@ -637,13 +658,13 @@ def tool_rate_shaping(
         ρ = ρ̂:  S = 0
 
     ``rank`` is the trajectory's fidelity rank in [0, 1] (1 = best) among the batch's
-    trajectories with a successful tool call. ``strength`` (0.1) and ``sharpness`` (4: 96 %
-    of the in-band strength is reached at the band edge) are not in the paper. Returns an
-    array shaped like ``rank``.
+    trajectories with a successful tool call. ``strength`` (:data:`SHAPING_STRENGTH`, 0.02,
+    and why) and ``sharpness`` (4: 96 % of the in-band strength is reached at the band edge)
+    are not in the paper. Returns an array shaped like ``rank``.
 
-    >>> tool_rate_shaping(0.45, [0.0, 1.0]).round(4)
+    >>> tool_rate_shaping(0.45, [0.0, 1.0], strength=0.1).round(4)
     array([0.    , 0.0583])
-    >>> tool_rate_shaping(0.70, [0.0, 1.0]).round(4)
+    >>> tool_rate_shaping(0.70, [0.0, 1.0], strength=0.1).round(4)
     array([-0.2971, -0.    ])
     """
     if not 0.0 <= band_low < target < band_high <= 1.0:
@@ -750,8 +771,10 @@ class BATEReward:
       project's default (the paper gives none). No opponent: ``no_cohort_value`` in T, 0 in N.
     * ``S`` (eq. 3, :func:`tool_rate_shaping`): incentive when ρ < ρ̂, penalty when ρ > ρ̂,
       added only to trajectories with ``tool_successes > 0``; ``rank_t`` is the fidelity
-      rank among those trajectories in the batch. The sigmoid shapes are this project's
-      reading; the paper gives target, bands and the threefold factor only.
+      rank among those trajectories in the batch. The sigmoid shapes and their ``strength``
+      (:data:`SHAPING_STRENGTH` = 0.02, small enough that the duels, not the regulator,
+      decide whether a tool is used) are this project's reading; the paper gives target,
+      bands and the threefold factor only.
     * ρ (:func:`tool_rate`): valid tool-invoked / valid trajectories over all processes.
 
     Every call gathers the rows ``(pred_score, mos, group, tool_calls, tool_successes)`` of all
@@ -775,9 +798,9 @@ class BATEReward:
     ...             group=["a", "a", "a", "a", "b", "b"], tool_calls=[1, 1, 0, 0, 0, 0],
     ...             tool_successes=[1, 1, 0, 0, 0, 0])
     >>> [round(x, 4) for x in BATEReward()(**cols)]  # ρ = 2/6: incentive (threefold)
-    [0.6503, -0.3659, 0.0043, 0.0043, 0.0, 0.0]
+    [0.4159, -0.3659, 0.0043, 0.0043, 0.0, 0.0]
     >>> [round(x, 4) for x in BATEReward(base="literal")(**cols)]
-    [1.2618, 0.244, 0.0, 0.0, 0.0, 0.0]
+    [1.0274, 0.244, 0.0, 0.0, 0.0, 0.0]
 
     The same batch split over two processes (group "a" on both), as seen by rank 0; rank 1's
     rows ``(pred_score, mos, group, tool_calls, tool_successes)`` are faked by ``gather``:
@@ -786,7 +809,7 @@ class BATEReward:
     >>> r = BATEReward(gather=lambda rows: (rows + rank1, 0))
     >>> [round(x, 4) for x in r(pred_score=[0.9, 0.2, 0.5], mos=[5, 5, 5], group=["a"] * 3,
     ...                         tool_calls=[1, 1, 0], tool_successes=[1, 1, 0])]
-    [0.6503, -0.3659, 0.0043]
+    [0.4159, -0.3659, 0.0043]
     """
 
     tau: float = 0.1
@@ -797,7 +820,7 @@ class BATEReward:
     band_low: float = 0.35
     band_high: float = 0.65
     outside_multiplier: float = 3.0
-    strength: float = 0.1
+    strength: float = SHAPING_STRENGTH
     sharpness: float = 4.0
     eps: float = FIDELITY_EPS
     gather: RowsGather | None = None

@@ -80,6 +80,7 @@ def make_rewards(tool_args: Any) -> list[Any]:
             tau=tool_args.bate_tau,
             base=tool_args.bate_base,
             margin=tool_args.bate_margin,
+            strength=tool_args.bate_strength,
             target=tool_args.tool_rate_target,
         ),
         "format": lambda: R.FormatReward(),

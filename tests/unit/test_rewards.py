@@ -23,6 +23,7 @@ from tooliqa.training import rewards
 from tooliqa.training.rewards import (
     FORMAT_CHECKS,
     REWARD_WEIGHTS_PAPER,
+    SHAPING_STRENGTH,
     BATEReward,
     FidelityReward,
     FormatReward,
@@ -419,7 +420,13 @@ class TestShaping:
 
     def test_zero_at_target_and_smooth_near_it(self):
         assert np.all(tool_rate_shaping(0.5, [0.0, 0.5, 1.0]) == 0.0)
-        assert 0 < float(tool_rate_shaping(0.499, 1.0)) < 0.02 * 0.1  # strength 0.1
+        assert 0 < float(tool_rate_shaping(0.499, 1.0)) < 0.02 * SHAPING_STRENGTH
+
+    def test_default_strength_lets_the_duels_decide(self):
+        assert SHAPING_STRENGTH == 0.02
+        assert BATEReward().strength == SHAPING_STRENGTH
+        in_band = float(tool_rate_shaping(0.36, 1.0))
+        assert in_band == pytest.approx(0.02 * (2 / (1 + math.exp(-4 * 0.14 / 0.15)) - 1))
 
     def test_rank_modulation(self):
         inc = tool_rate_shaping(0.4, [0.0, 0.5, 1.0])
@@ -525,7 +532,7 @@ class TestBATEReward:
         cols = hand_batch(tool_calls=[1, 0, 2, 0, 1, 1], tool_successes=[1, 0, 0, 0, 1, 1])
         s = hand_fidelity(cols["pred_score"])
         rho = 4 / 6  # > 0.65: penalty, threefold
-        magnitude = 0.1 * 3.0 * (2.0 / (1.0 + math.exp(-4.0 * (rho - 0.5) / 0.15)) - 1.0)
+        magnitude = 0.02 * 3.0 * (2.0 / (1.0 + math.exp(-4.0 * (rho - 0.5) / 0.15)) - 1.0)
         shaped = [0, 4, 5]  # trajectories with a successful call
         order = sorted(shaped, key=lambda i: s[i])
         rank = {i: order.index(i) / (len(shaped) - 1) for i in shaped}

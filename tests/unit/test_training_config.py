@@ -235,12 +235,12 @@ def test_every_shipped_config_parses(config: Path, monkeypatch):
 def test_bate_settings_reach_the_reward(monkeypatch):
     monkeypatch.setattr(run_grpo, "_has_gpu", lambda: False)
     argv = ["--config", KADID, "--dry-run", "--bate_base", "literal", "--bate_margin", "0.01"]
-    tool_args, _, _ = run_grpo.parse_args([*argv, "--bate_tau", "0.2"])
+    tool_args, _, _ = run_grpo.parse_args([*argv, "--bate_tau", "0.2", "--bate_strength", "0.1"])
     (bate,) = [r for r in run_grpo.make_rewards(tool_args) if r.__name__ == "bate"]
-    assert (bate.base, bate.margin, bate.tau) == ("literal", 0.01, 0.2)
+    assert (bate.base, bate.margin, bate.tau, bate.strength) == ("literal", 0.01, 0.2, 0.1)
     tool_args, _, _ = run_grpo.parse_args(["--config", KADID, "--dry-run"])
     (bate,) = [r for r in run_grpo.make_rewards(tool_args) if r.__name__ == "bate"]
-    assert bate.base == "duel"  # the default, as the shipped config says
+    assert (bate.base, bate.strength) == ("duel", 0.02)  # the defaults, as the config says
 
 
 def test_paper_recipe_values():
