@@ -90,6 +90,8 @@ _ATTRIBUTE_CTX = re.compile(
 #: How strongly a number's context marks it as THE score: a "final"/"answer" label beats an
 #: "overall" one, which beats a plain "score"/"rating", which beats an unlabelled number.
 _LEVELS = ("final", "overall", "generic", "plain")
+#: An answer with more numbers than this is not read (it is no score; a bound on the work).
+MAX_ANSWER_NUMBERS = 1000
 _JSON_SCORE_KEYS = ("score", "final_score", "overall_score", "quality_score", "rating")
 
 
@@ -126,8 +128,10 @@ def _candidates(text: str) -> tuple[list[_Candidate], list[str]]:
     """Every number of ``text`` with its label; per-attribute numbers apart."""
     found: list[_Candidate] = []
     attributes: list[str] = []
-    for m in _CANDIDATE.finditer(text):
-        level = _level_of(text[: m.start()])
+    for count, m in enumerate(_CANDIDATE.finditer(text)):
+        if count == MAX_ANSWER_NUMBERS:
+            raise _TooManyNumbers
+        level = _level_of(text[max(0, m.start() - 60) : m.start()])
         if level is None:
             attributes.append(m.group(0))
             continue
@@ -139,9 +143,16 @@ def _candidates(text: str) -> tuple[list[_Candidate], list[str]]:
     return found, attributes
 
 
+class _TooManyNumbers(Exception):
+    pass
+
+
 def _choose(text: str, *, labelled_only: bool = False) -> tuple[_Candidate | None, str]:
     """The number that is the score, or (None, reason)."""
-    found, attributes = _candidates(_normalise_score_text(text))
+    try:
+        found, attributes = _candidates(_normalise_score_text(text))
+    except _TooManyNumbers:
+        return None, f"ambiguous: more than {MAX_ANSWER_NUMBERS} numbers in the answer"
     for level in _LEVELS:
         if labelled_only and level == "plain":
             break

@@ -194,3 +194,25 @@ class TestRubric:
     def test_garbage_gives_empty(self):
         assert parse_rubric("") == {}
         assert parse_rubric("lorem ipsum dolor") == {}
+
+
+class TestHostileReplies:
+    """Huge or pathological replies give a defined outcome without unbounded work."""
+
+    @pytest.mark.parametrize(
+        "text, kind",
+        [
+            ("<answer>" + "3.5 " * 250_000 + "</answer>", Malformed),  # 1 MB of numbers
+            ("<thinking>" + "a <answer> b " * 200_000, Malformed),  # cut off inside thinking
+            ("<tool_call>" * 100_000, InvalidToolCall),
+            ("<tool_call>" + "{" * 100_000 + "</tool_call>", InvalidToolCall),
+            ("<answer>3</answer>" * 50_000, AnswerAction),
+        ],
+    )
+    def test_defined_outcome(self, text, kind):
+        assert isinstance(parse_action(text), kind)
+        assert isinstance(parse_answer(text), AnswerAction | Malformed)
+
+    def test_too_many_numbers_is_ambiguous(self):
+        a = parse_answer("<answer>" + "1 " * 1500 + "</answer>")
+        assert isinstance(a, Malformed) and "more than 1000 numbers" in a.reason
