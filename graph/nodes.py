@@ -237,12 +237,12 @@ async def observe(
     note = message_text(reply)
     rubric = parse_rubric(note)
     errors = [] if rubric else ["rubric note could not be parsed"]
-    _, _, had_thinking, closed = split_thinking(note)
-    had_thinking = had_thinking or bool(reasoning_text(reply))
+    thinking, _, had_thinking, closed = split_thinking(note)
+    thought = (had_thinking and closed and bool(thinking)) or bool(reasoning_text(reply))
     rubric_turn = ProtocolTurn(
         turn="rubric",
         action="rubric",
-        thinking=None if ctx.structured_output else had_thinking and closed,
+        thinking=None if ctx.structured_output else thought,
         rubric_parsed=bool(rubric),
     )
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})

@@ -10,13 +10,14 @@ write it: the thinking is set aside before deciding between a tool call and an a
 (:func:`split_thinking`), an answer's score is the number it gives rather than the scale
 it echoes (:func:`parse_score`), and every action carries a :class:`ReplyForm` saying how
 the reply was laid out, which the graph records per turn and the format reward reads.
-``tests/data/replies.jsonl`` holds the reply styles this is checked against.
+``tests/data/replies.json`` holds the reply styles this is checked against.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,7 +54,7 @@ _CLOSE_THINK = re.compile(r"</(?:thinking|think)>", re.I)
 # A whole action block whose body does not open another block of its kind.
 _COMPLETE_BLOCK = re.compile(r"<(answer|tool_call)>(?:(?!<\1>).)*?</\1>", re.S | re.I)
 # Action blocks outside the thinking: an unclosed one ends at the next block or the end.
-_BLOCK = re.compile(r"<(answer|tool_call)>(.*?)(?:</\1>|(?=<(?:answer|tool_call)>)|$)", re.S | re.I)
+_BLOCK = re.compile(r"<(answer|tool_call)>(.*?)(</\1>|(?=<(?:answer|tool_call)>)|$)", re.S | re.I)
 _ANSWER_RE = re.compile(_TAG.format("answer"), re.S | re.I)
 _NUM = r"[-+]?\d+(?:\.\d+)?"
 _NUMBER_RE = re.compile(_NUM)
@@ -66,80 +67,132 @@ _EXTRAS_RE = re.compile(r"<(attributes|regions|query_answer)>.*?(?:</\1>|$)", re
 # The scale a model echoes from the prompt ("Final answer (1.00 - 5.00)", "[1-5]", "on a
 # scale of 1 to 5", "from 1.00 (bad) to 5.00 (excellent)") is not its score.
 _SCALE_ECHO = re.compile(
-    r"(?:\b(?:on\s+|using\s+)?(?:a|the)?\s*(?:1\s*(?:-|–|—|to)\s*5\s+)?scale\b\s*(?:of|from)?\s*)?"
-    r"[(\[]?\s*(?:(?:from|between)\s+)?(?<![\w.])1(?:\.0+)?\s*(?:\([^)]{0,20}\)\s*)?"
-    r"(?:-|–|—|~|to|and)\s*5(?:\.0+)?(?![\w.]*\d)\s*(?:\([^)]{0,20}\))?\s*[)\]]?"
-    r"(?:\s*scale\b)?",
+    r"(?:\b(?:on |using )?(?:a |the )?(?:1 ?(?:-|–|—|to) ?5 )?scale\b ?(?:of |from )?)?"
+    r"[(\[]? ?(?:(?:from|between) )?(?<![\w.])1(?:\.0+)? ?(?:\([^)\n]{0,20}\) ?)?"
+    r"(?:-|–|—|~|to|and) ?5(?:\.0+)?(?![\w.]*\d) ?(?:\([^)\n]{0,20}\))? ?[)\]]?"
+    r"(?: ?scale\b)?",
     re.I,
 )
+_BRACKETED_SCALE = re.compile(r"[(\[] ?[01](?:\.0+)? ?, ?(?:5|10|100)(?:\.0+)? ?[)\]]")
+# A bracket right before the colon of a label qualifies the label ("Score (out of 5):",
+# "Rating (1 = worst, 5 = best):"), it holds no score.
+_LABEL_BRACKET = re.compile(r"[(\[][^()\[\]\n]{0,40}[)\]](?= ?[:=])")
 _DECIMAL_COMMA = re.compile(r"(?<![\d.,])([1-5]),(\d{1,2})(?![\d,])")
-_OUT_OF = re.compile(r"(\d)\s+(?:out\s+of|of)\s+(\d)", re.I)
-_CANDIDATE = re.compile(rf"(?<![\w.])({_NUM})(?:\s*/\s*(\d+(?:\.\d+)?))?(?![\w]|\.\d)")
-_FINAL_CTX = re.compile(r"\b(final|answer)\b[^.;:\n\d]{0,30}[:=]?\s*[^\w\s]{0,3}\s*$", re.I)
-_OVERALL_CTX = re.compile(r"\b(overall|total|global|aggregate)\b[^.;\n\d]{0,30}$", re.I)
-_GENERIC_CTX = re.compile(
-    r"\b(scores?|rating|rated?|rate it|quality|mos|grade|give it|would give)\b[^.;\n\d]{0,25}$",
+_OUT_OF = re.compile(r"(\d) (?:out of|of) (\d)", re.I)
+_CANDIDATE = re.compile(
+    rf"(?<![A-Za-z0-9_.])({_NUM})(?: ?/ ?(\d+(?:\.\d+)?))?(?![A-Za-z0-9_]|\.\d)"
+)
+_CLAUSE_END = re.compile(r"[;!?\n]|\.(?!\d)")
+_LABEL = re.compile(
+    r"(?P<final>\b(?:final|answer)\b|最终)"
+    r"|(?P<overall>\b(?:overall|total|global|aggregate)\b|总体|整体)"
+    r"|(?P<generic>\b(?:scores?|scored|rating|rated?|rates|quality|mos|grade[sd]?|give[sn]?|"
+    r"giving|assign(?:ed)?)\b|得分|评分|分数|打分)"
+    r"|(?P<attribute>\b(?:sharp\w*|detail\w*|blur\w*|nois\w*|grain\w*|artifact\w*|artefact\w*|"
+    r"exposure|colou?r\w*|visib\w*|salien\w*|subject|contrast|bright\w*|clarity|texture\w*|"
+    r"lighting|composition|aesthetic\w*)\b|清晰|噪声|噪点|曝光|色彩)",
     re.I,
 )
-_ATTRIBUTE_CTX = re.compile(
-    r"\b(sharp\w*|detail\w*|blur\w*|nois\w*|grain\w*|artifact\w*|artefact\w*|exposure|"
-    r"colou?r\w*|visib\w*|salien\w*|subject|contrast|bright\w*|clarity|texture\w*|"
-    r"lighting|composition|aesthetic\w*)\b[^.;,\n\d]{0,20}$",
+# Between a labelled number and the next: a range or hedge ("3-4", "3.5, maybe 4") leaves the
+# score open; "= x" gives the result of a computation ("4 - 0.5 = 3.5").
+_HEDGE = re.compile(
+    r" ?,? ?(?:-|–|—|~|to|or|and|maybe|perhaps|possibly|or maybe|or perhaps|or even)"
+    r" ?(?:a |an )?",
     re.I,
 )
-#: How strongly a number's context marks it as THE score: a "final"/"answer" label beats an
-#: "overall" one, which beats a plain "score"/"rating", which beats an unlabelled number.
-_LEVELS = ("final", "overall", "generic", "plain")
+_EQUALS = re.compile(r".*= ?$")
+_LIST_MARKER = re.compile(r"(?m)^ ?(\d{1,2})[.)] (?=[^\d\s])")
+_LEAD = re.compile(r"[\s*#>:\-–(\[]*")
+#: How strongly a number's place marks it as THE score: a "final"/"answer" label beats an
+#: "overall" one, which beats a plain "score"/"rating", which beats a number that opens the
+#: answer, which beats any other number.
+_LEVELS = ("final", "overall", "generic", "lead", "plain")
 #: An answer with more numbers than this is not read (it is no score; a bound on the work).
 MAX_ANSWER_NUMBERS = 1000
+#: An answer longer than this (characters) is not read for a score (a bound on the work).
+MAX_ANSWER_CHARS = 20_000
 _JSON_SCORE_KEYS = ("score", "final_score", "overall_score", "quality_score", "rating")
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Candidate:
     value: float | None  # None: a fraction on an unknown scale
     text: str
     level: str
+    hedged: str = ""  # the range or hedge that leaves it open
 
 
 def _normalise_score_text(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
     text = re.sub(r"[*`]+", "", text)
+    text = re.sub(r"[^\S\n]+", " ", text)
+    text = re.sub(r" ?\n[\s]*", "\n", text)
+    text = _BRACKETED_SCALE.sub(" ", text)
     text = _SCALE_ECHO.sub(" ", text)
+    text = _LABEL_BRACKET.sub(" ", text)
     text = _DECIMAL_COMMA.sub(r"\1.\2", text)
     return _OUT_OF.sub(r"\1/\2", text)
 
 
-def _level_of(before: str) -> str | None:
-    """The label of the number that follows ``before`` (its clause), or None for a
-    per-attribute number."""
-    clause = re.split(r"[.;\n](?!\d)", before[-60:])[-1]
-    if _FINAL_CTX.search(clause):
-        return "final"
-    if _OVERALL_CTX.search(clause):
-        return "overall"
-    if _ATTRIBUTE_CTX.search(clause):
-        return None
-    if _GENERIC_CTX.search(clause):
-        return "generic"
-    return "plain"
+def _list_markers(text: str) -> set[int]:
+    """Start offsets of numbered-list markers ("1. sharp edges", "2) low noise"): two or more
+    lines numbered in sequence; their numbers are no scores."""
+    marks = [(m.start(1), int(m.group(1))) for m in _LIST_MARKER.finditer(text)]
+    numbers = {n for _, n in marks}
+    return {pos for pos, n in marks if n + 1 in numbers or n - 1 in numbers}
 
 
-def _candidates(text: str) -> tuple[list[_Candidate], list[str]]:
-    """Every number of ``text`` with its label; per-attribute numbers apart."""
+def _value(m: re.Match[str]) -> float | None:
+    num, den = float(m.group(1)), m.group(2)
+    if den is None:
+        return num
+    return num * 5.0 / float(den) if float(den) in (5.0, 10.0, 100.0) else None
+
+
+def _candidates(text: str) -> tuple[list[_Candidate], list[_Candidate]]:
+    """Every number of ``text`` with its level, and the per-attribute numbers apart.
+
+    A label ("final", "overall", "score", an attribute name) owns the first number after it
+    in its clause; the nearest label before a number wins. Later unlabelled numbers of the
+    clause follow the owner: after "=" they replace its value, after a range or hedge word
+    they leave it open, otherwise they are plain numbers.
+    """
     found: list[_Candidate] = []
-    attributes: list[str] = []
+    attributes: list[_Candidate] = []
+    skip = _list_markers(text)
+    owner: _Candidate | None = None
+    prev_end = 0
     for count, m in enumerate(_CANDIDATE.finditer(text)):
         if count == MAX_ANSWER_NUMBERS:
             raise _TooManyNumbers
-        level = _level_of(text[max(0, m.start() - 60) : m.start()])
-        if level is None:
-            attributes.append(m.group(0))
+        if m.start() in skip:
             continue
-        num, den = float(m.group(1)), m.group(2)
-        value: float | None = num
-        if den is not None:
-            value = num * 5.0 / float(den) if float(den) in (5.0, 10.0, 100.0) else None
-        found.append(_Candidate(value, m.group(0), level))
+        gap = text[prev_end : m.start()]
+        prev_end = m.end()
+        ends = list(_CLAUSE_END.finditer(gap))
+        if ends or (not found and not attributes):
+            owner = None
+            gap = gap[ends[-1].end() :] if ends else gap
+        labels = list(_LABEL.finditer(gap[-80:]))
+        value = _value(m)
+        if not labels and owner is not None:
+            if _EQUALS.fullmatch(gap):
+                owner.value, owner.text, owner.hedged = value, m.group(0), ""
+                continue
+            if _HEDGE.fullmatch(gap) and value != owner.value:
+                owner.hedged = f"{owner.text}{gap}{m.group(0)}"
+                continue
+        kind = labels[-1].lastgroup if labels else None
+        if kind is None:
+            lead = not found and not attributes and _LEAD.fullmatch(text[: m.start()])
+            kind = "lead" if lead else "plain"
+        candidate = _Candidate(value, m.group(0), str(kind))
+        if kind == "attribute":
+            attributes.append(candidate)
+            owner = None
+            continue
+        found.append(candidate)
+        owner = candidate if kind != "plain" else owner
     return found, attributes
 
 
@@ -147,25 +200,37 @@ class _TooManyNumbers(Exception):
     pass
 
 
+def _same(values: list[_Candidate]) -> bool:
+    return len({None if c.value is None else round(c.value, 4) for c in values}) == 1
+
+
 def _choose(text: str, *, labelled_only: bool = False) -> tuple[_Candidate | None, str]:
     """The number that is the score, or (None, reason)."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None, f"the answer is too long to read a score from ({len(text)} characters)"
     try:
         found, attributes = _candidates(_normalise_score_text(text))
     except _TooManyNumbers:
         return None, f"ambiguous: more than {MAX_ANSWER_NUMBERS} numbers in the answer"
     for level in _LEVELS:
-        if labelled_only and level == "plain":
+        if labelled_only and level in ("lead", "plain"):
             break
         here = [c for c in found if c.level == level]
         if not here:
             continue
-        distinct = sorted({c.text.replace(" ", "") for c in here})
-        if len(distinct) > 1:
-            what = "several overall scores" if level != "plain" else "several numbers"
-            return None, f"ambiguous: {what} ({', '.join(distinct[:4])})"
+        hedged = [c.hedged for c in here if c.hedged]
+        if hedged:
+            return None, f"ambiguous: a range or hedge ({hedged[0].strip()})"
+        if not _same(here):
+            what = "several numbers" if level in ("lead", "plain") else "several overall scores"
+            listed = ", ".join(dict.fromkeys(c.text for c in here))
+            return None, f"ambiguous: {what} ({listed})"
         return here[-1], ""
+    if attributes and not labelled_only and _same(attributes) and not attributes[0].hedged:
+        return attributes[-1], ""  # the answer's only number, after an attribute word
     if attributes:
-        return None, f"only per-attribute scores ({', '.join(attributes[:4])}), no overall score"
+        listed = ", ".join(dict.fromkeys(c.text for c in attributes))
+        return None, f"only per-attribute scores ({listed}), no overall score"
     return None, "no number in the answer"
 
 
@@ -181,7 +246,7 @@ def _checked(candidate: _Candidate) -> tuple[float | None, str]:
 def _json_score(obj: dict[str, Any]) -> tuple[float | None, str] | None:
     """The score of a JSON answer (None when it names none)."""
     for key in _JSON_SCORE_KEYS:
-        if key in obj:
+        if key in obj and not isinstance(obj[key], dict | list):
             value = obj[key]
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 return None, f"score {value!r} is not a number"
@@ -213,7 +278,7 @@ def parse_score(text: str) -> tuple[float | None, str]:
     >>> parse_score("3,45")
     (3.45, '')
     >>> parse_score("3.5 or 4.0")
-    (None, 'ambiguous: several numbers (3.5, 4.0)')
+    (None, 'ambiguous: a range or hedge (3.5 or 4.0)')
     """
     text = (text or "").strip()
     if not text:
@@ -236,7 +301,8 @@ def parse_score(text: str) -> tuple[float | None, str]:
 class ReplyForm:
     """How a reply is laid out, whatever it asks for: what the protocol checks read.
 
-    ``thinking``: a thinking block (``<thinking>``/``<think>``) was opened and closed;
+    ``thinking``: a thinking block (``<thinking>``/``<think>``) with something in it was
+    opened and closed (or the server returned the thinking apart, or a JSON answer has it);
     ``thinking_closed``: False when one was opened and never closed; ``answers`` and
     ``tool_calls``: the action blocks OUTSIDE the thinking (native tool calls count as tool
     calls, a structured JSON answer as an answer); ``tagged``: the action sat in its tag
@@ -335,7 +401,8 @@ def split_thinking(text: str) -> tuple[str, str, bool, bool]:
     Tags the thinking MENTIONS ("too early for an <answer>") are not actions. A reply that
     starts inside a thinking block the chat template opened (it closes one it never
     opened) has that text as thinking. A block that is never closed runs to the first
-    complete ``<answer>``/``<tool_call>`` block after it, or to the end (a cut-off reply).
+    LAST complete ``<answer>``/``<tool_call>`` block after it (earlier ones are what
+    it was thinking about), or to the end (a cut-off reply).
 
     >>> split_thinking("<thinking>no <tool_call> needed</thinking><answer>4</answer>")
     ('no <tool_call> needed', '<answer>4</answer>', True, True)
@@ -358,8 +425,8 @@ def split_thinking(text: str) -> tuple[str, str, bool, bool]:
         if shut is None:
             closed = False
             rest = text[opened.end() :]
-            block = _COMPLETE_BLOCK.search(rest)
-            cut = block.start() if block else len(rest)
+            blocks = list(_COMPLETE_BLOCK.finditer(rest))
+            cut = blocks[-1].start() if blocks else len(rest)
             thinking.append(rest[:cut])
             outside.append(rest[cut:])
             break
@@ -434,11 +501,16 @@ class _Reply:
     native_calls: list[Any]  # langchain ToolCall dicts
     invalid_calls: list[Any]  # langchain InvalidToolCall dicts
 
+    @property
+    def thought(self) -> bool:
+        """A thinking block with something in it, closed (or returned apart by the server)."""
+        return self.had_thinking and self.closed and bool(self.thinking.strip())
+
     def form(self, *, answers: int | None = None, tool_calls: int | None = None, tagged=True):
         kinds = [k for k, _ in self.blocks]
         n_tools = len(self.native_calls) + len(self.invalid_calls) + kinds.count("tool_call")
         return ReplyForm(
-            thinking=self.had_thinking and self.closed,
+            thinking=self.thought,
             thinking_closed=self.closed,
             answers=kinds.count("answer") if answers is None else answers,
             tool_calls=n_tools if tool_calls is None else tool_calls,
@@ -465,7 +537,11 @@ def _take_apart(message: AIMessage | str) -> _Reply:
     separate = reasoning_text(message)
     if separate and not had:  # the server split the thinking off the content
         thinking, had = separate, True
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _BLOCK.finditer(strip_extras(outside))]
+    found = list(_BLOCK.finditer(strip_extras(outside)))
+    # An unclosed tag beside complete blocks is a mention ("I'll give the <answer> after the
+    # zoom"), not a block; alone it is a block cut off at the end of the reply.
+    complete = any(m.group(3) for m in found)
+    blocks = [(m.group(1).lower(), m.group(2)) for m in found if m.group(3) or not complete]
     native = list(message.tool_calls) if isinstance(message, AIMessage) else []
     invalid = list(message.invalid_tool_calls) if isinstance(message, AIMessage) else []
     return _Reply(text, thinking, outside, blocks, had, closed, native, invalid)
@@ -477,7 +553,7 @@ def _json_answer(reply: _Reply, obj: dict[str, Any]) -> AnswerAction | Malformed
     if scored is None:
         return None
     thought = str(obj.get("thinking") or obj.get("rationale") or "").strip()
-    form = ReplyForm(thinking=bool(thought), answers=1)
+    form = ReplyForm(thinking=bool(thought) or reply.thought, answers=1)
     score, reason = scored
     if score is None:
         code: MalformedCode = "out_of_range" if "outside" in reason else "no_score"

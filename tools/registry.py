@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .image_io import DecodedImage, encode_image
 from .iqa_tools import IQA_METRICS, MeasureArgs, measure
@@ -81,6 +88,13 @@ class GammaArgs(BaseModel):
             return gamma_mode(value)
         except ToolArgumentError:
             return value  # the Literal check reports it
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GammaArgs:
+        """The schema the model was given: a mode or a gamma in range, agreeing with each
+        other (a call that breaks it is an invalid call, not a failed view)."""
+        resolve_gamma(self.mode, self.gamma)
+        return self
 
     gamma: float | None = Field(
         default=None,

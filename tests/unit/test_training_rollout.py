@@ -187,6 +187,8 @@ class TestProtocolChecks:
         [
             text_call("sharpen", {"amount": 2}),  # no such tool
             text_call("gamma_corrector", {"mode": "sideways"}),  # not one of its options
+            text_call("gamma_corrector", {"gamma": 9}),  # outside the schema's range
+            text_call("gamma_corrector", {"mode": "brighten", "gamma": 3}),  # contradicts itself
             '<tool_call>{"name": "magnifier", "arguments": {bbox: [1, 2</tool_call>',  # not JSON
         ],
     )
