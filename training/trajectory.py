@@ -17,6 +17,7 @@ from typing import Any
 from tooliqa.graph import Assessment
 
 from .bridge import TokenLedger
+from .rewards import FORMAT_CHECKS
 
 __all__ = ["PROTOCOL_CHECKS", "ROLLOUT_KEYS", "protocol_checks", "rollout_record"]
 
@@ -38,15 +39,7 @@ ROLLOUT_KEYS = (
 
 #: The protocol checks of a trajectory, keys of its ``protocol`` column (the format reward
 #: counts all but ``repaired``, which it subtracts).
-PROTOCOL_CHECKS = (
-    "rubric_ok",
-    "thinking",
-    "single_action",
-    "tool_calls_valid",
-    "answer_tagged",
-    "score_in_range",
-    "repaired",
-)
+PROTOCOL_CHECKS = (*FORMAT_CHECKS, "repaired")
 
 
 def protocol_checks(assessment: Assessment, score_range: tuple[float, float] = (1.0, 5.0)) -> dict:

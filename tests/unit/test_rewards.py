@@ -39,17 +39,7 @@ from tooliqa.training.rewards import (
 )
 
 EPS = 1e-6  # VisualQuality-R1 code's ε, the default (rewards.FIDELITY_EPS)
-OK = dict.fromkeys(
-    (
-        "rubric_ok",
-        "thinking",
-        "single_action",
-        "tool_calls_valid",
-        "answer_tagged",
-        "score_in_range",
-    ),
-    True,
-)
+OK = dict.fromkeys(FORMAT_CHECKS, True)
 
 
 def phi(x: float) -> float:
@@ -666,7 +656,14 @@ class TestFormat:
         assert out == pytest.approx([1.0, five, 0.75, 4 / 6 - 0.25, 0.0, five, five, five, five])
 
     def test_every_check_counts(self):
-        assert tuple(OK) == FORMAT_CHECKS
+        assert set(FORMAT_CHECKS) == {
+            "rubric_ok",
+            "thinking",
+            "single_action",
+            "tool_calls_valid",
+            "answer_tagged",
+            "score_in_range",
+        }
         for check in FORMAT_CHECKS:
             assert FormatReward()(pred_score=[3.0], protocol=[{**OK, check: False}]) == [
                 pytest.approx(5 / 6)
