@@ -102,6 +102,7 @@ _HEDGE = re.compile(
 )
 _EQUALS = re.compile(r".*= ?$")
 _LIST_MARKER = re.compile(r"(?m)^ ?(\d{1,2})[.)] (?=[^\d\s])")
+_EXPONENT = re.compile(r"\d[eE][-+]?\d")
 _LEAD = re.compile(r"[\s*#>:\-–(\[]*")
 #: How strongly a number's place marks it as THE score: a "final"/"answer" label beats an
 #: "overall" one, which beats a plain "score"/"rating", which beats a number that opens the
@@ -231,6 +232,8 @@ def _choose(text: str, *, labelled_only: bool = False) -> tuple[_Candidate | Non
     if attributes:
         listed = ", ".join(dict.fromkeys(c.text for c in attributes))
         return None, f"only per-attribute scores ({listed}), no overall score"
+    if _EXPONENT.search(text):
+        return None, "the score is not a plain number (exponent form)"
     return None, "no number in the answer"
 
 
@@ -498,6 +501,7 @@ class _Reply:
     blocks: list[tuple[str, str]]  # (kind, body) in order of appearance
     had_thinking: bool
     closed: bool
+    cut_off: bool  # the server stopped at max tokens inside an unclosed <answer>
     native_calls: list[Any]  # langchain ToolCall dicts
     invalid_calls: list[Any]  # langchain InvalidToolCall dicts
 
@@ -544,7 +548,12 @@ def _take_apart(message: AIMessage | str) -> _Reply:
     blocks = [(m.group(1).lower(), m.group(2)) for m in found if m.group(3) or not complete]
     native = list(message.tool_calls) if isinstance(message, AIMessage) else []
     invalid = list(message.invalid_tool_calls) if isinstance(message, AIMessage) else []
-    return _Reply(text, thinking, outside, blocks, had, closed, native, invalid)
+    stopped = (
+        message.response_metadata.get("finish_reason") if isinstance(message, AIMessage) else None
+    )
+    last_open = bool(found) and found[-1].group(1).lower() == "answer" and not found[-1].group(3)
+    cut_off = stopped == "length" and last_open
+    return _Reply(text, thinking, outside, blocks, had, closed, cut_off, native, invalid)
 
 
 def _json_answer(reply: _Reply, obj: dict[str, Any]) -> AnswerAction | Malformed | None:
@@ -570,6 +579,15 @@ def _answer_from(reply: _Reply, body: str, form: ReplyForm) -> AnswerAction | Ma
         return Malformed(reason, reply.text, _code(reason), form)
     return AnswerAction(
         score, _rationale(answer, reply.thinking), reply.thinking, answer, form=form
+    )
+
+
+def _cut_off(reply: _Reply) -> Malformed:
+    return Malformed(
+        "the reply was cut off (max tokens) inside its answer; the score may be incomplete",
+        reply.text,
+        "truncated",
+        reply.form(),
     )
 
 
@@ -640,6 +658,8 @@ def parse_answer(message: AIMessage | str) -> AnswerAction | Malformed:
         if answered is not None:
             return answered
     answers = [body for kind, body in reply.blocks if kind == "answer"]
+    if answers and reply.cut_off:
+        return _cut_off(reply)
     if answers:
         return _answer_from(reply, answers[-1], reply.form())
     if reply.native_calls or reply.invalid_calls or any(k == "tool_call" for k, _ in reply.blocks):
@@ -752,6 +772,8 @@ def parse_action(message: AIMessage | str) -> Action:
     if not reply.blocks:
         return _untagged(reply)
     kind, body = reply.blocks[0]
+    if kind == "answer" and reply.cut_off:
+        return _cut_off(reply)
     if kind == "answer":
         answers = [b for k, b in reply.blocks if k == "answer"]
         return _answer_from(

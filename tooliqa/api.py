@@ -143,7 +143,9 @@ async def aassess(
 
     ``samples=N`` (N > 1) runs N trajectories concurrently (sample with a
     temperature above 0, e.g. ``ServerConfig(temperature=0.7)``): see
-    :func:`combine_samples` for the one Assessment that comes back.
+    :func:`combine_samples` for the one Assessment that comes back. A sample that raises
+    (a server error) is a failed sample, counted in ``uncertainty`` and named in
+    ``errors``; only when every sample raises does the call raise.
     """
     if samples < 1:
         raise ValueError("samples must be >= 1")
@@ -156,8 +158,20 @@ async def aassess(
     if samples == 1:
         return await _run_once(inputs, ctx, config)
     t0 = time.perf_counter()
-    runs = await asyncio.gather(*(_run_once(inputs, ctx, config) for _ in range(samples)))
-    result = combine_samples(list(runs))
+    outcomes = await asyncio.gather(
+        *(_run_once(inputs, ctx, config) for _ in range(samples)), return_exceptions=True
+    )
+    runs = [o for o in outcomes if isinstance(o, Assessment)]
+    raised = [o for o in outcomes if not isinstance(o, Assessment)]
+    for exc in raised:
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, CancelledError: not a sample's
+            raise exc
+    if not runs:
+        raise raised[0]  # every sample failed: the first failure, as with samples=1
+    runs += [
+        Assessment.failure(f"{type(e).__name__}: {e}", image=name or default_name) for e in raised
+    ]
+    result = combine_samples(runs)
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     return result
 

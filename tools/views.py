@@ -40,6 +40,8 @@ CONVENTION_SCALE: dict[str, float | None] = {"rel1000": 1000.0, "unit": 1.0, "pi
 #: Smallest side of a magnifier region, in pixels of the original image
 #: (one Qwen-VL vision token covers 28×28 pixels after merging).
 MIN_REGION_SIDE = 28
+#: Largest |value| a box coordinate may have in any convention (pixels included).
+MAX_BOX_VALUE = 1e6
 #: Allowed explicit gamma values.
 GAMMA_RANGE = (0.2, 5.0)
 #: The paper's two options: brighten reveals shadows, darken reveals highlights.
@@ -95,6 +97,8 @@ def _coerce_box(bbox: object) -> tuple[float, float, float, float]:
             raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}") from None
         if not math.isfinite(f):
             raise ToolArgumentError(f"bbox values must be finite numbers, got {bbox!r}")
+        if abs(f) > MAX_BOX_VALUE:  # no convention reaches this; it would overflow the pixels
+            raise ToolArgumentError(f"bbox values must lie within ±{MAX_BOX_VALUE:g}, got {bbox!r}")
         values.append(f)
     return values[0], values[1], values[2], values[3]
 

@@ -216,3 +216,32 @@ class TestHostileReplies:
     def test_too_many_numbers_is_ambiguous(self):
         a = parse_answer("<answer>" + "1 " * 1500 + "</answer>")
         assert isinstance(a, Malformed) and "more than 1000 numbers" in a.reason
+
+
+class TestStrictScores:
+    def test_a_reply_cut_at_max_tokens_inside_its_answer_is_malformed(self):
+        cut = AIMessage(
+            content="<thinking>ok</thinking><answer>3.",
+            response_metadata={"finish_reason": "length"},
+        )
+        for parsed in (parse_action(cut), parse_answer(cut)):
+            assert isinstance(parsed, Malformed) and parsed.code == "truncated"
+        whole = AIMessage(
+            content="<thinking>ok</thinking><answer>3.5</answer>",
+            response_metadata={"finish_reason": "length"},
+        )
+        assert parse_action(whole).score == 3.5  # closed before the limit: complete
+
+    @pytest.mark.parametrize(
+        "text, fragment",
+        [
+            ("<answer>1e5</answer>", "exponent"),
+            ("<answer>3.5e0</answer>", "exponent"),
+            ('{"score": true}', "not a number"),
+            ('{"score": NaN}', "outside"),
+            ("<answer>3-4</answer>", "range"),
+        ],
+    )
+    def test_refused(self, text, fragment):
+        parsed = parse_answer(text)
+        assert isinstance(parsed, Malformed) and fragment in parsed.reason

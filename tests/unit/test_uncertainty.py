@@ -195,9 +195,24 @@ class TestSamples:
             if len(messages) == 2:  # system + image: the rubric turn
                 return RUBRIC_REPLY
             with lock:
-                return f"<answer>{pending.pop(0)}</answer>"
+                score = pending.pop(0)
+            if score == "boom":  # this sample's server call fails
+                raise RuntimeError("connection reset")
+            return f"<answer>{score}</answer>"
 
         return ScriptedChatModel.from_replies([reply] * (2 * len(scores)))
+
+    def test_a_sample_that_raises_is_a_failed_sample(self, image_bytes):
+        m = self.scripted(["3.00", "boom", "4.00"])
+        a = assess(image_bytes, context=Context(model=m, max_tool_rounds=0), samples=3)
+        assert a.score == pytest.approx(3.5) and a.error is None
+        assert a.uncertainty["n"] == 2 and "1 of 3 samples gave no score" in a.uncertainty["note"]
+        assert "sample failed: RuntimeError: connection reset" in a.errors
+
+    def test_every_sample_raising_raises(self, image_bytes):
+        m = self.scripted(["boom", "boom"])
+        with pytest.raises(RuntimeError, match="connection reset"):
+            assess(image_bytes, context=Context(model=m, max_tool_rounds=0), samples=2)
 
     def test_three_samples_mean_std_interval(self, image_bytes):
         m = self.scripted(["3.00", "3.20", "3.70"])

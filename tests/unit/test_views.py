@@ -189,3 +189,10 @@ class TestRunner:
         pixel = tool_specs(["magnifier"], "pixel")[0]["function"]
         assert "maximum" not in pixel["parameters"]["properties"]["bbox"]["items"]
         assert "pixel coordinates" in pixel["description"]
+
+
+@pytest.mark.parametrize("box", [[0, 0, 1e308, 1e308], [-1e308, 0, 5, 5], [0, 0, 2e6, 10]])
+def test_absurd_boxes_are_refused_not_raised(box):
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    result = run_view_tool("magnifier", {"bbox": box}, rgb)
+    assert not result.ok and "within" in result.message
