@@ -16,6 +16,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from tooliqa.tools import (
+    clean_text,
+    clean_value,
     data_url,
     decode_image_cached,
     model_image,
@@ -135,6 +137,7 @@ async def _call_model(
     elapsed = time.perf_counter() - t0
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=message_text(reply))
+    reply = _clean_reply(reply)
     meta: dict[str, Any] = dict(reply.usage_metadata or {})
     usage = {
         "input_tokens": int(meta.get("input_tokens", 0) or 0),
@@ -143,6 +146,24 @@ async def _call_model(
         "model_calls": 1,
     }
     return reply, usage, elapsed
+
+
+def _clean_reply(reply: AIMessage) -> AIMessage:
+    """The reply with its text, tool calls and reasoning made safe to store, print and send
+    back (lone surrogates and control characters replaced, :func:`~tooliqa.tools.clean_text`):
+    everything after this point reads model text only through here."""
+    calls = [
+        {**c, "name": clean_text(str(c["name"])), "args": clean_value(c.get("args") or {})}
+        for c in reply.tool_calls
+    ]
+    return reply.model_copy(
+        update={
+            "content": clean_value(reply.content),
+            "tool_calls": calls,
+            "invalid_tool_calls": [clean_value(dict(c)) for c in reply.invalid_tool_calls],
+            "additional_kwargs": clean_value(dict(reply.additional_kwargs)),
+        }
+    )
 
 
 def _specs(ctx: Context) -> list[dict[str, Any]]:

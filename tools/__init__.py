@@ -2,7 +2,7 @@
 gamma corrector) and the classic IQA measurement tools (NIQE, BRISQUE, PIQE) as
 pure functions, their registry and LangChain wrappers.
 
-Imports nothing else from tooliqa.
+Imports nothing else from tooliqa. ``clean_text`` makes outside text safe to store and print.
 """
 
 from .image_io import (
@@ -32,6 +32,7 @@ from .registry import (
     run_view_tool,
     tool_specs,
 )
+from .text import clean_text, clean_value
 from .views import (
     GAMMA_MODE_ALIASES,
     GAMMA_PRESETS,
@@ -71,6 +72,8 @@ __all__ = [
     "apply_gamma",
     "bbox_to_pixels",
     "canonical_tool_name",
+    "clean_text",
+    "clean_value",
     "crop",
     "data_url",
     "decode_image",

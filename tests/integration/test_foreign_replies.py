@@ -5,6 +5,7 @@ prose): what the graph reads, which tools it runs and what the protocol record s
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -118,3 +119,23 @@ def test_an_ambiguous_answer_gets_the_repair_prompt(image_bytes):
     assert "ambiguous" in str(repair)
     assert [t.turn for t in a.protocol] == ["rubric", "gate", "repair"]
     assert a.protocol[1].repair_needed and "ambiguous" in (a.protocol[1].reason or "")
+
+
+def test_lone_surrogates_and_escape_codes_are_cleaned_at_the_boundary(image_bytes):
+    replies = [
+        RUBRIC.replace("clean", "clean\ud800"),  # a lone surrogate, as JSON carries it
+        StubReply(
+            "<thinking>zoom \x1b[31mred\x1b[0m</thinking>",
+            [("magnifier\x1b[2J", {"bbox_2d": [0, 0, 500, 500]})],
+        ),
+        "<thinking>ok\udfff</thinking> <answer>3.5</answer>",
+    ]
+    with ChatStub(replies) as stub:
+        a = run(stub, image_bytes)
+    text = a.to_json()
+    text.encode("utf-8")  # no lone surrogate left: printable, storable
+    assert "\x1b" not in text and "\\u001b" not in text
+    assert a.score == 3.5 and "\ufffd" in a.rubric_note
+    assert a.steps[0].tool.startswith("magnifier") and "\x1b" not in a.steps[0].tool
+    second = json.dumps(stub.requests[1], ensure_ascii=False)  # the note was sent back clean
+    second.encode("utf-8")
