@@ -308,3 +308,28 @@ def test_write_report(tmp_path, rows, runs) -> None:
     blue = (arr[..., 2] > 120) & (arr[..., 0] < 120)
     assert red.sum() > 200 and blue.sum() > 100
     assert not math.isnan(float(arr.mean()))
+
+
+def test_untrusted_names_are_inert_in_report_md(tmp_path) -> None:
+    evil = "<img src=x onerror=alert(1)>"
+    method, dataset, tool = f"m{evil}", "d|**x**", "zoom\x1b[2J<script>"
+    rows = [
+        _row(method, dataset, f"i{i}.png", 1.0 + i, 1.0 + i, tools=[tool] if i % 2 else [])
+        for i in range(4)
+    ]
+    rows.append(_row(method, dataset, "bad.png", 3.0, None, error=f"model said {evil}\n# H"))
+    rep = build_report(rows, [_run(method, dataset, 5.0)], fit="none")
+    write_report(rep, rows, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "<img" not in md and "<script>" not in md and "\x1b" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "\n# H" not in md  # a reason cannot open a heading
+    assert "d\\|\\*\\*x\\*\\*" in md  # table cells keep their columns
+
+
+def test_report_doctests() -> None:
+    import doctest
+
+    from tooliqa.eval import report
+
+    assert doctest.testmod(report).failed == 0

@@ -23,6 +23,7 @@ started_at, finished_at, wall_s, concurrency, endpoints``.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -33,6 +34,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from tooliqa.tools import clean_text
 
 from .datasets import ATTRIBUTE_KEYS, order_attributes
 from .metrics import FIT_DESCRIPTIONS, FIT_NAMES, LogisticFit, Metrics, evaluate
@@ -104,9 +107,20 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100.0 * v:.1f}%"
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!~])")
+
+
 def _md(text: Any) -> str:
-    """Escape a value for a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A value from outside (a method, model, dataset or tool name, a failure reason) as
+    inert Markdown text: control characters and lone surrogates replaced, HTML escaped,
+    Markdown's special characters backslash-escaped, new lines flattened. Safe in a table
+    cell, a heading and a list item.
+
+    >>> print(_md('<img src=x onerror=alert(1)> **bold** | `x`'))
+    &lt;img src=x onerror=alert(1)&gt; \\*\\*bold\\*\\* \\| \\`x\\`
+    """
+    text = html.escape(clean_text(str(text)), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.splitlines()))
 
 
 def _mdrow(cells: Iterable[Any]) -> str:
@@ -671,7 +685,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
     ]
     for g in report["groups"]:
         tu = g["tool_usage"]
-        lines += [f"### {g['method']} / {g['dataset']}", ""]
+        lines += [f"### {_md(g['method'])} / {_md(g['dataset'])}", ""]
         if not tu["n"]:
             lines += ["No scored images.", ""]
             continue
@@ -729,10 +743,10 @@ def _markdown(report: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def eff_line(method: str, dataset: str, e: Mapping[str, Any]) -> str:
+    def eff_line(method: str, dataset: str, e: Mapping[str, Any], bold: bool = False) -> str:
         conc = ", ".join(str(c) for c in e["concurrency"]) or "–"
         return (
-            f"| {_md(method)} | {_md(dataset)} | {e['images']} | {_f(e['wall_s'], 1)} | "
+            f"| {'**' + _md(method) + '**' if bold else _md(method)} | {_md(dataset)} | {e['images']} | {_f(e['wall_s'], 1)} | "
             f"{_f(e['images_per_s'], 2)} | {_f(e['output_tokens_per_image'], 1)} | "
             f"{_f(e['input_tokens_per_image'], 1)} | {_f(e['tool_calls_per_image'], 2)} | "
             f"{_f(e['seconds_per_image'], 2)} | {e['failures']} | {conc} |"
@@ -741,7 +755,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
     for g in report["groups"]:
         lines.append(eff_line(g["method"], g["dataset"], g["efficiency"]))
     for method, e in report["efficiency"].items():
-        lines.append(eff_line(f"**{method}**", "all", e))
+        lines.append(eff_line(method, "all", e, bold=True))
     lines.append("")
 
     # failures
@@ -756,18 +770,18 @@ def _markdown(report: Mapping[str, Any]) -> str:
             f"({_pct(f['rate'])})"
         )
         for reason, count in list(f["reasons"].items())[:5]:
-            lines.append(f"  - {count} × {reason}")
+            lines.append(f"  - {count} × {_md(reason)}")
     lines.append("")
 
     # plots
     lines += ["## Plots", ""]
     for g in report["groups"]:
-        title = f"{g['method']} / {g['dataset']}"
+        title = f"{_md(g['method'])} / {_md(g['dataset'])}"
         if g.get("plot"):
-            lines += [f"### {title}", "", f"![{_md(title)}]({g['plot']})", ""]
+            lines += [f"### {title}", "", f"![{title}]({g['plot']})", ""]
         else:
             lines += [
-                f"- {title}: no plot ({g['metrics']['message'] or 'no scored images'})",
+                f"- {title}: no plot ({_md(g['metrics']['message'] or 'no scored images')})",
                 "",
             ]
     lines.append("")
