@@ -40,8 +40,7 @@ from .parsing import (
     parse_attribute_scores,
     parse_regions,
     parse_rubric,
-    reasoning_text,
-    split_thinking,
+    thought_first,
 )
 from .prompts import (
     FAILURE_PROMPT,
@@ -258,12 +257,10 @@ async def observe(
     note = message_text(reply)
     rubric = parse_rubric(note)
     errors = [] if rubric else ["rubric note could not be parsed"]
-    thinking, _, had_thinking, closed = split_thinking(note)
-    thought = (had_thinking and closed and bool(thinking)) or bool(reasoning_text(reply))
     rubric_turn = ProtocolTurn(
         turn="rubric",
         action="rubric",
-        thinking=None if ctx.structured_output else thought,
+        thinking=None if ctx.structured_output else thought_first(reply),
         rubric_parsed=bool(rubric),
     )
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})

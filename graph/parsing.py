@@ -44,6 +44,7 @@ __all__ = [
     "reasoning_text",
     "split_thinking",
     "strip_extras",
+    "thought_first",
 ]
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
@@ -403,8 +404,8 @@ def split_thinking(text: str) -> tuple[str, str, bool, bool]:
 
     Tags the thinking MENTIONS ("too early for an <answer>") are not actions. A reply that
     starts inside a thinking block the chat template opened (it closes one it never
-    opened) has that text as thinking. A block that is never closed runs to the first
-    LAST complete ``<answer>``/``<tool_call>`` block after it (earlier ones are what
+    opened) has that text as thinking. A block that is never closed runs to the LAST
+    complete ``<answer>``/``<tool_call>`` block after it (earlier ones are what
     it was thinking about), or to the end (a cut-off reply).
 
     >>> split_thinking("<thinking>no <tool_call> needed</thinking><answer>4</answer>")
@@ -535,6 +536,12 @@ def reasoning_text(message: AIMessage | str) -> str:
     return ""
 
 
+def thought_first(message: AIMessage | str) -> bool:
+    """The reply had a thinking block with something in it, closed (or the server returned
+    its thinking apart): the protocol's "think first" for any turn, the rubric note too."""
+    return _take_apart(message).thought
+
+
 def _take_apart(message: AIMessage | str) -> _Reply:
     text = message_text(message)
     thinking, outside, had, closed = split_thinking(text)
@@ -565,16 +572,13 @@ def _json_answer(reply: _Reply, obj: dict[str, Any]) -> AnswerAction | Malformed
     form = ReplyForm(thinking=bool(thought) or reply.thought, answers=1)
     score, reason = scored
     if score is None:
-        code: MalformedCode = "out_of_range" if "outside" in reason else "no_score"
-        return Malformed(reason, reply.text, code, form)
+        return Malformed(reason, reply.text, _code(reason), form)
     return AnswerAction(score, thought, thought, json.dumps(obj), form=form)
 
 
 def _answer_from(reply: _Reply, body: str, form: ReplyForm) -> AnswerAction | Malformed:
     answer = body.strip()
-    obj = _json_object(answer) if answer.startswith(("{", "```")) else None
-    scored = _json_score(obj) if obj is not None else None
-    score, reason = scored if scored is not None else parse_score(answer)
+    score, reason = parse_score(answer)  # a JSON body ({"score": ...}) included
     if score is None:
         return Malformed(reason, reply.text, _code(reason), form)
     return AnswerAction(

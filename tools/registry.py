@@ -79,6 +79,10 @@ class GammaArgs(BaseModel):
         default=None,
         description="'brighten' (gamma < 1) reveals detail in shadows; 'darken' (gamma > 1) in highlights.",
     )
+    gamma: float | None = Field(
+        default=None,
+        description=f"Explicit exponent in [{GAMMA_RANGE[0]}, {GAMMA_RANGE[1]}] for I_out = I_in ** gamma.",
+    )
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -95,11 +99,6 @@ class GammaArgs(BaseModel):
         other (a call that breaks it is an invalid call, not a failed view)."""
         resolve_gamma(self.mode, self.gamma)
         return self
-
-    gamma: float | None = Field(
-        default=None,
-        description=f"Explicit exponent in [{GAMMA_RANGE[0]}, {GAMMA_RANGE[1]}] for I_out = I_in ** gamma.",
-    )
 
 
 @dataclass(frozen=True)
