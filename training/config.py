@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .rewards import BATE_MARGIN, SHAPING_STRENGTH
+
 __all__ = ["Plan", "ToolIQAArguments", "resolve_plan"]
 
 
@@ -81,7 +83,7 @@ class ToolIQAArguments:
         },
     )
     bate_margin: float = field(
-        default=0.002,
+        default=BATE_MARGIN,
         metadata={
             "help": "fidelity margin m of bate_base 'duel' (rewards.BATE_MARGIN): a call must "
             "beat a tool-free answer's fidelity by more than m to win their duel; 0.002 is the "
@@ -91,7 +93,7 @@ class ToolIQAArguments:
         },
     )
     bate_strength: float = field(
-        default=0.02,
+        default=SHAPING_STRENGTH,
         metadata={
             "help": "in-band strength of BATE's tool-rate shaping (eq. 3; rewards.SHAPING_STRENGTH, "
             "threefold outside [0.35, 0.65]). The paper gives none; 0.02 keeps the shaping a "

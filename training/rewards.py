@@ -463,7 +463,7 @@ smaller differences are ties. Not larger: in ``bench/bench_bate_bandit.py`` a to
 the MOS error raises a trajectory's fidelity by 0.023 on average but by only 0.001 at the
 median (fidelity saturates), and under GRPO's group-std scaling a margin acts in every
 near-tied group whatever its size; m = 0.01 already stops that helpful tool from rising (0.51
-from 0.5 with the shaping, 0.07 without), m = τ/2 = 0.05 sends it to 0.02.
+from 0.5 with shaping strength 0.1, 0.07 without shaping), m = τ/2 = 0.05 sends it to 0.02.
 """
 
 _TIE = math.sqrt(0.5)  # sqrt(Φ(0)): eq. 2's duel value for equal fidelity
@@ -523,12 +523,13 @@ def bate_base(
     failed or invalid call earns nothing and duels no one (it is in neither cohort).
 
     ``bench/bench_bate_bandit.py`` (a bandit whose tool arm halves, keeps or raises the MOS
-    error; 3 images x 4 generations, TRL's group scaling; tool rate after 680 steps, 32
-    seeds, from 0.5; helps / no help / hurts). Fidelity + BATE with the default shaping:
-    duel 0.60 / 0.51 / 0.41, literal 1.00 / 1.00 / 1.00; from 0.89 the same (the threefold
-    penalty pulls ρ into the band first). Shaping off: duel 0.76 / 0.14 / 0.03 (m = 0:
-    0.97 / 0.54 / 0.05, no drift), literal 1.00 everywhere. The shaping holds ρ near ρ̂, so
-    with it a useless tool stays at ρ̂ for the default m and settles below it only as m grows
+    error; 3 images x 4 generations, TRL's group scaling; tool rate after 680 steps, 16
+    seeds; helps / no help / hurts). Fidelity + BATE with the default shaping
+    (:data:`SHAPING_STRENGTH` 0.02): duel 0.74 / 0.45 / 0.14 from 0.5, 0.75 / 0.46 / 0.16
+    from 0.89; literal 1.00 / 1.00 / 1.00 from both. Shaping off: duel 0.78 / 0.10 / 0.03
+    (m = 0: 0.97 / 0.54 / 0.05 with 32 seeds, no drift), literal 1.00 everywhere. A strong
+    shaping holds ρ near ρ̂ whatever the duels say: at strength 0.1 (32 seeds) a useless tool
+    stays at ρ̂ for the default m (0.60 / 0.51 / 0.41) and settles below it only as m grows
     into a per-call cost (m = 0.005: 0.56 / 0.47 / 0.38; m = 0.01: 0.51 / 0.42 / 0.32).
 
     A duelling trajectory with no opponent gets ``no_cohort_value`` in T and 0 in N;
@@ -583,32 +584,21 @@ def bate_base(
     tool = invoked if base == "literal" else invoked & (succ[table] > 0)  # the duelling ones
     st = np.where(valid, st, 0.0)
     diff = st[:, :, None] - st[:, None, :]  # [g, i, j] = s_i − s_j
-
     if base == "duel":
-        # pair[g, t, n] = v(s_t − s_n − m) for t in T, n in N; 0 elsewhere
-        pair = np.where(tool[:, :, None] & free[:, None, :], _duel_payoff(diff - margin, tau), 0.0)
-        n_free = free.sum(axis=1)[:, None]
-        n_tool = tool.sum(axis=1)[:, None]
-        as_tool = np.divide(
-            pair.sum(axis=2),
-            n_free,
-            out=np.full(st.shape, float(no_cohort_value)),
-            where=n_free > 0,
-        )
-        as_free = np.divide(-pair.sum(axis=1), n_tool, out=np.zeros(st.shape), where=n_tool > 0)
-        value = np.where(tool, as_tool, np.where(free, as_free, 0.0))
+        duel = _duel_payoff(diff - margin, tau)
     else:
-        duel = np.sqrt(special.ndtr(diff / tau))
-        if base == "centred":
-            duel -= _TIE
-        n_free = free.sum(axis=1, keepdims=True)
-        mean_duel = np.divide(
-            np.where(free[:, None, :], duel, 0.0).sum(axis=2),
-            n_free,
-            out=np.full(st.shape, float(no_cohort_value)),
-            where=n_free > 0,
-        )
-        value = np.where(tool, mean_duel, 0.0)
+        duel = np.sqrt(special.ndtr(diff / tau)) - (_TIE if base == "centred" else 0.0)
+    # pair[g, t, n]: the duel of t in T with n in N; 0 elsewhere
+    pair = np.where(tool[:, :, None] & free[:, None, :], duel, 0.0)
+    n_free = free.sum(axis=1)[:, None]
+    as_tool = np.divide(
+        pair.sum(axis=2), n_free, out=np.full(st.shape, float(no_cohort_value)), where=n_free > 0
+    )
+    value = np.where(tool, as_tool, 0.0)
+    if base == "duel":  # the tool-free side of each duel: the other half of a zero-sum game
+        n_tool = tool.sum(axis=1)[:, None]
+        as_free = np.divide(-pair.sum(axis=1), n_tool, out=np.zeros(st.shape), where=n_tool > 0)
+        value = np.where(free, as_free, value)
     out[table[present]] = value[present]
     return out
 
