@@ -178,6 +178,10 @@ class Assessment(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
     error: str | None = None
+    error_kind: str | None = None
+    """Why there is no score: ``image``, ``model`` (no valid score in the model's output),
+    ``client``/``server`` (the model server refused / failed), ``timeout`` or ``internal``
+    (see :mod:`tooliqa.failures`); None when there is a score."""
     uncertainty: dict[str, Any] | None = None
     """Score distribution (mean, std, interval, level, source, n, note) when asked for
     with ``Context.score_logprobs`` or ``samples=N``; see :mod:`tooliqa.graph.uncertainty`."""
@@ -218,9 +222,11 @@ class Assessment(BaseModel):
         image: str | None = None,
         backend: str = "unknown",
         model: str | None = None,
+        kind: str | None = None,
     ) -> Assessment:
-        """An Assessment for an image that could not be assessed at all."""
-        return cls(image=image, error=error, backend=backend, model=model)
+        """An Assessment for an image that could not be assessed at all (``kind``: see
+        :attr:`error_kind`)."""
+        return cls(image=image, error=error, error_kind=kind, backend=backend, model=model)
 
     @classmethod
     def from_state(
@@ -251,6 +257,7 @@ class Assessment(BaseModel):
             timings={k: round(float(v), 6) for k, v in (state.get("timings") or {}).items()},
             errors=errors,
             error=error,
+            error_kind=None if score is not None else "model",
             uncertainty=state.get("uncertainty"),
             attribute_scores=dict(state.get("attribute_scores") or {}),
             regions=[

@@ -11,10 +11,14 @@ from tooliqa.tools import DEFAULT_TOOLS, TOOLS, BBoxConvention, ImageLimits, Vie
 
 from .prompts import answer_extras
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Context"]
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_TOOL_ROUNDS", "Context"]
 
 #: Qwen-VL's customary image budget (1280 vision tokens of 28x28 pixels).
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+#: The most tool rounds a run may allow: every round resends the conversation with its
+#: views, so requests grow with each one (the paper uses 2).
+MAX_TOOL_ROUNDS = 8
 
 
 @dataclass(kw_only=True)
@@ -67,8 +71,8 @@ class Context:
     report_regions: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_tool_rounds < 0:
-            raise ValueError("max_tool_rounds must be >= 0")
+        if not 0 <= self.max_tool_rounds <= MAX_TOOL_ROUNDS:
+            raise ValueError(f"max_tool_rounds must be between 0 and {MAX_TOOL_ROUNDS}")
         unknown = [t for t in self.enabled_tools if t not in TOOLS]
         if unknown:
             raise ValueError(f"unknown tools {unknown}; available: {sorted(TOOLS)}")

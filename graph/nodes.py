@@ -79,6 +79,12 @@ def _model_label(model: BaseChatModel) -> str | None:
     return None
 
 
+#: The longest reply text kept, in characters (content and separately returned reasoning
+#: each): a longer one is cut here and marked cut off (``finish_reason`` "length",
+#: ``cut_from_chars``), so it parses as Malformed and only the kept part is stored or sent
+#: back in later turns.
+MAX_REPLY_CHARS = 32_000
+
 #: Alternatives per token asked for when ``Context.score_logprobs`` is on.
 TOP_LOGPROBS = 5
 
@@ -155,12 +161,24 @@ def _clean_reply(reply: AIMessage) -> AIMessage:
         {**c, "name": clean_text(str(c["name"])), "args": clean_value(c.get("args") or {})}
         for c in reply.tool_calls
     ]
+    content: Any = reply.content
+    extra = dict(reply.additional_kwargs)
+    meta = dict(reply.response_metadata)
+    text = message_text(reply)
+    if len(text) > MAX_REPLY_CHARS:
+        content = text[:MAX_REPLY_CHARS]
+        meta.update(finish_reason="length", cut_from_chars=len(text))
+    thinking = extra.get("reasoning_content")
+    if isinstance(thinking, str) and len(thinking) > MAX_REPLY_CHARS:
+        extra["reasoning_content"] = thinking[:MAX_REPLY_CHARS]
+        meta.update(finish_reason="length", cut_from_chars=len(thinking))
     return reply.model_copy(
         update={
-            "content": clean_value(reply.content),
+            "content": clean_value(content),
             "tool_calls": calls,
             "invalid_tool_calls": [clean_value(dict(c)) for c in reply.invalid_tool_calls],
-            "additional_kwargs": clean_value(dict(reply.additional_kwargs)),
+            "additional_kwargs": clean_value(extra),
+            "response_metadata": meta,
         }
     )
 
@@ -271,6 +289,7 @@ async def observe(
             "width": decoded.width,
             "height": decoded.height,
             "format": decoded.format,
+            "decoded_scale": decoded.scale,
             **info,
         },
         "rubric": rubric,

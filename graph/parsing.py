@@ -16,6 +16,7 @@ the reply was laid out, which the graph records per turn and the format reward r
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ __all__ = [
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 
-_TAG = r"<{0}>(.*?)(?:</{0}>|$)"
+# A tag block, innermost when nested ("<answer><answer>3</answer></answer>" reads "3"): its
+# body opens no block of its kind; an unclosed one ends at the next opening of its kind.
+_TAG = r"<{0}>((?:(?!<{0}>).)*?)(?:</{0}>|(?=<{0}>)|$)"
 _OPEN_THINK = re.compile(r"<(?:thinking|think)>", re.I)
 _CLOSE_THINK = re.compile(r"</(?:thinking|think)>", re.I)
 # A whole action block whose body does not open another block of its kind.
@@ -247,6 +250,14 @@ def _checked(candidate: _Candidate) -> tuple[float | None, str]:
     return round(value, 4), ""
 
 
+def _as_float(value: int | float) -> float:
+    """``value`` as a float; an integer past the float range is infinite (out of range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _json_score(obj: dict[str, Any]) -> tuple[float | None, str] | None:
     """The score of a JSON answer (None when it names none)."""
     for key in _JSON_SCORE_KEYS:
@@ -259,7 +270,7 @@ def _json_score(obj: dict[str, Any]) -> tuple[float | None, str] | None:
                 if found is None:
                     return None, f"score {value!r} is not a number"
                 return _checked(found)
-            return _checked(_Candidate(float(value), str(value), "final"))
+            return _checked(_Candidate(_as_float(value), str(value), "final"))
     return None
 
 
@@ -430,7 +441,7 @@ def split_thinking(text: str) -> tuple[str, str, bool, bool]:
             closed = False
             rest = text[opened.end() :]
             blocks = list(_COMPLETE_BLOCK.finditer(rest))
-            cut = blocks[-1].start() if blocks else len(rest)
+            cut = _openers_before(rest, blocks[-1]) if blocks else len(rest)
             thinking.append(rest[:cut])
             outside.append(rest[cut:])
             break
@@ -438,6 +449,32 @@ def split_thinking(text: str) -> tuple[str, str, bool, bool]:
         pos = shut.end()
     joined = " ".join(t.strip() for t in thinking if t.strip())
     return joined, "".join(outside), had, closed
+
+
+def _openers_before(text: str, block: re.Match[str]) -> int:
+    """Where ``block`` starts with the openings of its kind right before it (a nested
+    ``<answer><answer>3</answer></answer>`` is one answer, none of it thinking)."""
+    opener = f"<{block.group(1).lower()}>"
+    cut = end = block.start()
+    while True:  # back over "<answer> <answer>": linear, however many there are
+        while end > 0 and text[end - 1].isspace():
+            end -= 1
+        if text[max(0, end - len(opener)) : end].lower() != opener:
+            return cut
+        cut = end = end - len(opener)
+
+
+def _load_json(text: str) -> Any:
+    """``json.loads``, where the parser's own limits (an integer of more than 4300 digits,
+    nesting past the recursion limit) are a :class:`json.JSONDecodeError` like any other
+    unreadable JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long"
+        raise json.JSONDecodeError(what, text, 0) from exc
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -448,8 +485,8 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if start < 0 or end <= start:
         return None
     try:
-        obj = json.loads(text[start : end + 1])
-    except (json.JSONDecodeError, ValueError):
+        obj = _load_json(text[start : end + 1])
+    except json.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -505,6 +542,7 @@ class _Reply:
     cut_off: bool  # the server stopped at max tokens inside an unclosed <answer>
     native_calls: list[Any]  # langchain ToolCall dicts
     invalid_calls: list[Any]  # langchain InvalidToolCall dicts
+    cut_from: int = 0  # the reply was this many characters and was cut (see graph.nodes)
 
     @property
     def thought(self) -> bool:
@@ -560,7 +598,23 @@ def _take_apart(message: AIMessage | str) -> _Reply:
     )
     last_open = bool(found) and found[-1].group(1).lower() == "answer" and not found[-1].group(3)
     cut_off = stopped == "length" and last_open
-    return _Reply(text, thinking, outside, blocks, had, closed, cut_off, native, invalid)
+    cut_from = (
+        message.response_metadata.get("cut_from_chars") if isinstance(message, AIMessage) else 0
+    )
+    return _Reply(
+        text, thinking, outside, blocks, had, closed, cut_off, native, invalid,
+        cut_from if isinstance(cut_from, int) else 0,
+    )  # fmt: skip
+
+
+def _too_long(reply: _Reply) -> Malformed:
+    return Malformed(
+        f"the reply was {reply.cut_from} characters long, over the limit, and was cut; "
+        "answer briefly",
+        reply.text,
+        "truncated",
+        reply.form(),
+    )
 
 
 def _json_answer(reply: _Reply, obj: dict[str, Any]) -> AnswerAction | Malformed | None:
@@ -656,6 +710,8 @@ def parse_answer(message: AIMessage | str) -> AnswerAction | Malformed:
     no answer is Malformed (``code="tool_call"``): no tool may be called at this turn.
     """
     reply = _take_apart(message if isinstance(message, AIMessage) else message or "")
+    if reply.cut_from:
+        return _too_long(reply)
     whole = _whole_json(reply.text)
     if whole is not None:
         answered = _json_answer(reply, whole)
@@ -711,7 +767,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     if raw.startswith("```"):
         raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw)
     try:
-        obj = json.loads(raw)
+        obj = _load_json(raw)
     except json.JSONDecodeError as exc:
         obj = _json_object(raw)
         if obj is None:
@@ -729,7 +785,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     args = inner.get("arguments", inner.get("parameters", inner.get("args", {})))
     if isinstance(args, str):
         try:
-            args = json.loads(args)
+            args = _load_json(args)
         except json.JSONDecodeError as exc:
             return InvalidToolCall(
                 f"tool arguments are not valid JSON ({exc.msg})", name, raw, "text"
@@ -746,6 +802,8 @@ def parse_action(message: AIMessage | str) -> Action:
     broke the single-action rule.
     """
     reply = _take_apart(message)
+    if reply.cut_from:
+        return _too_long(reply)
     whole = _whole_json(reply.text) if not reply.native_calls else None
     if whole is not None and _call_name(whole) is None:
         answered = _json_answer(reply, whole)
@@ -947,7 +1005,7 @@ def parse_regions(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     if body.startswith("```"):
         body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
     try:
-        items = json.loads(body) if body else []
+        items = _load_json(body) if body else []
     except json.JSONDecodeError as exc:
         return [], [f"regions are not valid JSON ({exc.msg})"]
     if isinstance(items, dict):

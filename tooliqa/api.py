@@ -14,21 +14,23 @@ import asyncio
 import io
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from tooliqa.failures import BackendError, DeadlineExceeded, classify
 from tooliqa.graph import Assessment, Context, Usage, compile_graph
 from tooliqa.graph.nodes import backend_name
 from tooliqa.graph.uncertainty import from_samples
 from tooliqa.tools import ImageError, ImageLimits, decode_image_cached, read_image_bytes
 
 __all__ = [
+    "DEFAULT_DEADLINE",
     "AppContext",
     "ImageInput",
     "aassess",
@@ -38,9 +40,15 @@ __all__ = [
     "graph",
     "load_image_input",
     "make_context",
+    "stream_within",
 ]
 
 ImageInput = str | os.PathLike[str] | bytes | np.ndarray | Any
+T = TypeVar("T")
+
+#: Seconds one image may take, all turns and samples together, before it fails as a
+#: ``timeout`` (:class:`~tooliqa.failures.DeadlineExceeded`); None for no limit.
+DEFAULT_DEADLINE = 600.0
 
 
 @dataclass(kw_only=True)
@@ -109,19 +117,60 @@ def load_image_input(
     raise TypeError(f"cannot assess an object of type {type(image).__name__}")
 
 
-def _backend_error(exc: BaseException) -> BaseException | None:
-    """Translate model-server failures into BackendError with a readable reason."""
-    from tooliqa.backends.openai_compat import BackendError
-
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a core dependency
+def _backend_error(exc: BaseException) -> BackendError | None:
+    """A model-server failure raised by any chat model as a :class:`BackendError` with a
+    readable reason and its kind; None for anything else."""
+    if isinstance(exc, BackendError):
+        return exc
+    failure = classify(exc)
+    if failure.kind in ("image", "internal"):
         return None
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-        return BackendError(f"model server unreachable or timed out: {exc}")
-    if isinstance(exc, openai.APIStatusError):
-        return BackendError(f"model server error (HTTP {exc.status_code}): {exc.message}")
-    return None
+    return BackendError(
+        failure.reason, kind=failure.kind, status=failure.status, retry_after=failure.retry_after
+    )
+
+
+async def _within(coro: Awaitable[T], deadline: float | None) -> T:
+    """Await ``coro``; past ``deadline`` seconds it is cancelled and DeadlineExceeded raised."""
+    if deadline is None:
+        return await coro
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=deadline)
+    except BaseException:  # cancelled from outside: take the work down with it
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise DeadlineExceeded(deadline)
+    return task.result()
+
+
+async def stream_within(stream: AsyncIterator[T], deadline: float | None) -> AsyncIterator[T]:
+    """The items of ``stream`` (e.g. ``graph.astream(...)``) while ``deadline`` seconds last
+    from the first request; then the stream is closed and DeadlineExceeded raised."""
+    if deadline is None:
+        async for item in stream:
+            yield item
+        return
+    end = time.monotonic() + deadline
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(deadline)
+            try:
+                item = await _within(anext(stream), left)
+            except StopAsyncIteration:
+                return
+            except DeadlineExceeded:
+                raise DeadlineExceeded(deadline) from None
+            yield item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def aassess(
@@ -136,10 +185,13 @@ async def aassess(
     name: str | None = None,
     config: RunnableConfig | None = None,
     samples: int = 1,
+    deadline: float | None = DEFAULT_DEADLINE,
 ) -> Assessment:
     """Assess one image. Raises :class:`~tooliqa.tools.ImageError` for an unusable
-    image and :class:`~tooliqa.backends.openai_compat.BackendError` when the model
-    server fails.
+    image and :class:`~tooliqa.failures.BackendError` when the model server fails
+    (its ``kind``: ``client``, ``server``, ``timeout`` or ``model``; see
+    :mod:`tooliqa.failures`), :class:`~tooliqa.failures.DeadlineExceeded` (a
+    BackendError) when the whole assessment takes over ``deadline`` seconds.
 
     ``samples=N`` (N > 1) runs N trajectories concurrently (sample with a
     temperature above 0, e.g. ``ServerConfig(temperature=0.7)``): see
@@ -149,6 +201,8 @@ async def aassess(
     """
     if samples < 1:
         raise ValueError("samples must be >= 1")
+    if deadline is not None and not deadline > 0:
+        raise ValueError("deadline must be positive (or None for no limit)")
     ctx = context or make_context(
         model=model, server=server, model_name=model_name, max_rounds=max_rounds
     )
@@ -156,7 +210,17 @@ async def aassess(
     await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)  # fail early, clearly
     inputs = {"image": data, "image_name": name or default_name, "query": query}
     if samples == 1:
-        return await _run_once(inputs, ctx, config)
+        return await _within(_run_once(inputs, ctx, config), deadline)
+    return await _within(_sampled(inputs, ctx, config, samples, name or default_name), deadline)
+
+
+async def _sampled(
+    inputs: dict[str, Any],
+    ctx: Context,
+    config: RunnableConfig | None,
+    samples: int,
+    name: str | None,
+) -> Assessment:
     t0 = time.perf_counter()
     outcomes = await asyncio.gather(
         *(_run_once(inputs, ctx, config) for _ in range(samples)), return_exceptions=True
@@ -169,7 +233,8 @@ async def aassess(
     if not runs:
         raise raised[0]  # every sample failed: the first failure, as with samples=1
     runs += [
-        Assessment.failure(f"{type(e).__name__}: {e}", image=name or default_name) for e in raised
+        Assessment.failure(f"{type(e).__name__}: {e}", image=name, kind=classify(e).kind)
+        for e in raised
     ]
     result = combine_samples(runs)
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
@@ -270,12 +335,14 @@ async def assess_many(
     concurrency: int = 4,
     query: str | None = None,
     samples: int = 1,
+    deadline: float | None = DEFAULT_DEADLINE,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[int, Assessment]]:
     """Assess many images concurrently, yielding ``(index, Assessment)`` as each finishes
-    (``samples``: trajectories per image, see :func:`aassess`).
+    (``samples``, ``deadline``: per image, see :func:`aassess`).
 
-    One bad image never stops the others: its Assessment carries ``error``.
+    One bad image never stops the others: whatever it raises, its Assessment carries
+    ``error`` and ``error_kind`` (see :mod:`tooliqa.failures`).
     """
     ctx = context or make_context(**kwargs)
     label = backend_name(ctx.get_model())
@@ -285,13 +352,17 @@ async def assess_many(
         async with sem:
             shown = str(item) if isinstance(item, str | os.PathLike) else None
             try:
-                return i, await aassess(item, context=ctx, query=query, samples=samples)
-            except (ImageError, TypeError) as exc:
-                return i, Assessment.failure(str(exc), image=shown, backend=label)
+                a = await aassess(
+                    item, context=ctx, query=query, samples=samples, deadline=deadline
+                )
+            except TypeError as exc:  # not an image at all (e.g. a number)
+                return i, Assessment.failure(str(exc), image=shown, backend=label, kind="image")
             except Exception as exc:
-                translated = _backend_error(exc)
-                message = str(translated or f"{type(exc).__name__}: {exc}")
-                return i, Assessment.failure(message, image=shown, backend=label)
+                failure = classify(exc)
+                return i, Assessment.failure(
+                    failure.reason, image=shown, backend=label, kind=failure.kind
+                )
+            return i, a
 
     tasks = [asyncio.create_task(one(i, item)) for i, item in enumerate(images)]
     try:
@@ -303,13 +374,25 @@ async def assess_many(
 
 
 def image_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand directories (recursively, sorted) to the image files inside."""
+    """Expand directories (recursively, sorted, symbolic links to folders not followed) to
+    the image files inside. A path that cannot be looked at (a symlink loop, a name too
+    long) is kept as it is: assessing it then fails for that image alone, with a reason."""
     exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
-        else:
+        try:
+            is_dir = p.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
             out.append(p)
+            continue
+        found = []
+        for folder, _, names in os.walk(p, onerror=None, followlinks=False):
+            for name in names:
+                f = Path(folder) / name
+                if f.suffix.lower() in exts:
+                    found.append(f)
+        out += sorted(found)
     return out

@@ -79,8 +79,25 @@ def _assess_parser(sub: Any) -> None:
         "magnifier regions are always listed)",
     )
     p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per model request")
-    p.add_argument("--retries", type=int, default=2, help="retries per model request")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds per model request, the whole reply included (default 120)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=600.0,
+        help="seconds per image, all its turns together (default 600)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries per model request on transient errors (HTTP 5xx/408/409/429, lost "
+        "connections, timeouts; default 2)",
+    )
     p.add_argument(
         "--text-tools", action="store_true", help="list tools in the prompt instead of OpenAI tools"
     )
@@ -120,7 +137,12 @@ def _ui_parser(sub: Any) -> None:
     p.add_argument("--server", help="preselect a vLLM server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", help="model name on the server")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (set TOOLIQA_UI_AUTH=user:password too)",
+    )
 
 
 def _run_ui(args: argparse.Namespace) -> int:
@@ -130,6 +152,8 @@ def _run_ui(args: argparse.Namespace) -> int:
         print(f"error: the UI needs gradio (pip install 'tooliqa[ui]'): {exc}", file=sys.stderr)
         return 2
     argv = ["--port", str(args.port), "--host", args.host]
+    if args.allow_remote:
+        argv.append("--allow-remote")
     if args.server:
         argv += ["--server", args.server]
     if args.model:
@@ -256,7 +280,8 @@ def _record(a: Any, include_views: bool) -> dict[str, Any]:
 
 def _human(a: Any) -> str:
     if a.score is None:
-        return f"{a.image}: FAILED ({a.error})"
+        kind = f"{a.error_kind}: " if a.error_kind else ""
+        return f"{a.image}: FAILED ({kind}{a.error})"
     tools = ", ".join(f"{s.tool}{'' if s.ok else ' (failed)'}" for s in a.steps) or "no tools"
     levels = ", ".join(f"{k}={v}" for k, v in a.rubric.items())
     line = f"{a.image}: {_score_text(a)}  [{a.backend}; {tools}]  {levels}"
@@ -283,10 +308,14 @@ def _score_text(a: Any) -> str:
 async def _run_assess(args: argparse.Namespace) -> int:
     from tooliqa.api import assess_many, image_files, make_context
     from tooliqa.backends.openai_compat import BackendError
+    from tooliqa.tools import clean_text, clean_value
 
     tools = tuple(t for t in (args.tools or "").split(",") if t.strip())
     if args.samples < 1:
         print("error: --samples must be at least 1", file=sys.stderr)
+        return 2
+    if args.deadline <= 0 or args.timeout <= 0 or args.retries < 0:
+        print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
         return 2
     temperature = args.temperature
     if temperature is None:
@@ -327,12 +356,18 @@ async def _run_assess(args: argparse.Namespace) -> int:
     failed = 0
     results: dict[int, Any] = {}
     async for i, a in assess_many(
-        files, context=ctx, concurrency=args.concurrency, query=args.query, samples=args.samples
-    ):
+        files, context=ctx, concurrency=args.concurrency, query=args.query, samples=args.samples,
+        deadline=args.deadline,
+    ):  # fmt: skip
         a.image = a.image or str(files[i])
         results[i] = a
         failed += a.score is None
-        line = json.dumps(_record(a, args.views), ensure_ascii=False) if args.json else _human(a)
+        # file names and model text may hold escape codes or undecodable bytes: printable only
+        line = (
+            json.dumps(clean_value(_record(a, args.views)), ensure_ascii=False)
+            if args.json
+            else clean_text(_human(a))
+        )
         print(line, flush=True)
     if failed:
         print(f"{failed} of {len(files)} image(s) failed", file=sys.stderr)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .views import BBoxConvention, ToolArgumentError, bbox_to_pixels, crop
+from .views import BBoxConvention, ToolArgumentError, bbox_to_pixels, covering_crop
 
 __all__ = [
     "IQA_METRICS",
@@ -257,17 +257,19 @@ class Measurement:
     box: tuple[int, int, int, int]
     width: int
     height: int
+    scale: int = 1
+    """The image was measured reduced this many times (see ``DecodedImage.scale``)."""
 
     @property
     def message(self) -> str:
         m = IQA_METRICS[self.metric]
         x1, y1, x2, y2 = self.box
+        size = f"{self.width}x{self.height}"
+        decoded = f", decoded at 1/{self.scale} scale" if self.scale > 1 else ""
         if self.box == (0, 0, self.width, self.height):
-            where = f"whole {self.width}x{self.height} image"
+            where = f"whole {size} image{decoded}"
         else:
-            where = (
-                f"region x {x1}-{x2}, y {y1}-{y2} (pixels of the {self.width}x{self.height} image)"
-            )
+            where = f"region x {x1}-{x2}, y {y1}-{y2} (pixels of the {size} image{decoded})"
         text = (
             f"{m.title} {self.raw:.2f} ({m.direction}) → {self.score_1_5:.2f} / 5 on "
             f"{_SOURCE}; measured on the {where}."
@@ -292,16 +294,23 @@ def measure(
     convention: BBoxConvention = "rel1000",
     *,
     min_side: int = 28,
+    scale: int = 1,
+    size: tuple[int, int] | None = None,
 ) -> Measurement:
     """Measure ``metric`` on ``rgb`` (or on the ``bbox`` region of it).
 
-    Raises :class:`ToolArgumentError` with a message for the model when the region is
-    invalid or too small for the metric, or the metric is undefined on it.
+    For an image decoded reduced ``scale`` times from ``size`` (see
+    :func:`~tooliqa.tools.views.covering_crop`) the box is read and reported in the
+    full image's pixels. Raises :class:`ToolArgumentError` with a message for the
+    model when the region is invalid or too small for the metric, or the metric is
+    undefined on it.
     """
     m = IQA_METRICS[metric]
     height, width = rgb.shape[:2]
+    width, height = size or (width * scale, height * scale)
     if bbox is None:
         box = (0, 0, width, height)
+        region = rgb
     else:
         need = max(min_side, m.min_side)
         try:
@@ -310,12 +319,13 @@ def measure(
             raise ToolArgumentError(
                 f"{m.title} needs a region of at least {need}x{need} px: {exc}"
             ) from None
-    region = rgb if bbox is None else crop(rgb, box)
+        region, box = covering_crop(rgb, box, scale, (width, height))
     rh, rw = region.shape[:2]
     if rh < m.min_side or rw < m.min_side:
         raise ToolArgumentError(
             f"{m.title} needs at least {m.min_side}x{m.min_side} pixels, "
             f"the {'image' if bbox is None else 'region'} is {rw}x{rh}"
+            + (f" at the 1/{scale} scale it was decoded at" if scale > 1 else "")
         )
     try:
         raw = float(m.fn(region))
@@ -325,4 +335,4 @@ def measure(
         raise ToolArgumentError(
             f"{m.title} is undefined on this {'image' if bbox is None else 'region'}"
         )
-    return Measurement(metric, raw, score_1_5(metric, raw), box, width, height)
+    return Measurement(metric, raw, score_1_5(metric, raw), box, width, height, scale)

@@ -327,9 +327,24 @@ def _spectrum(y: np.ndarray) -> tuple[float, float]:
     return slope, hf
 
 
-@functools.lru_cache(maxsize=8)
+#: Largest image whose :func:`_spectrum_layout` is kept between calls (it costs about
+#: 12 bytes per pixel; larger sizes are rare and recomputing is cheap next to the FFT).
+_LAYOUT_CACHE_PIXELS = 4_000_000
+
+
 def _spectrum_layout(h: int, w: int):
     """Per-size constants of :func:`_spectrum`: window, radial bin indices, counts."""
+    if h * w <= _LAYOUT_CACHE_PIXELS:
+        return _cached_spectrum_layout(h, w)
+    return _new_spectrum_layout(h, w)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_spectrum_layout(h: int, w: int):
+    return _new_spectrum_layout(h, w)
+
+
+def _new_spectrum_layout(h: int, w: int):
     n = min(h, w)
     win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fy = np.fft.fftfreq(h)[:, None]
@@ -613,10 +628,11 @@ def measure(rgb: np.ndarray) -> Measurements:
     * ``nss`` – BRISQUE's 36 MSCN statistics, :func:`_nss_features`.
     """
     a = _as_rgb_float(rgb)
+    colour = _colourfulness(a), _mean_saturation(a)
     y = _luma(a)
+    del a  # the float RGB copy is the largest array: free it before the luma measures
     h, w = y.shape
-    grad = _gradient_magnitude(y)
-    lap = _laplacian(y)
+    edges = _edge_measures(y)  # gradient and Laplacian are freed on return
 
     # multi-scale detail profile
     details = []
@@ -626,28 +642,19 @@ def measure(rgb: np.ndarray) -> Measurements:
             level = _downsample2(level) if min(level.shape) >= 2 else level
         ll = _laplacian(level)
         details.append(math.sqrt(float(np.mean(ll * ll, dtype=np.float64))))
+    del level, ll
 
     slope, hf = _spectrum(y)
-
-    # main region
-    tiles, re, ce = _tile_means(grad, 4)
-    ti, tj = np.unravel_index(int(np.argmax(tiles)), tiles.shape)
-    r0, r1, c0, c1 = re[ti], re[ti + 1], ce[tj], ce[tj + 1]
     y_std = float(y.std(dtype=np.float64))
     ch0, ch1 = h // 4, h - h // 4
     cw0, cw1 = w // 4, w - w // 4
     centre = y[ch0:ch1, cw0:cw1] if ch1 > ch0 and cw1 > cw0 else y
-    tile_mean = float(tiles.mean())
-
     hist = _histogram(y)
     p1, p99 = _hist_percentile(hist, 1.0), _hist_percentile(hist, 99.0)
     return Measurements(
         width=int(w),
         height=int(h),
-        sharpness=_sharpness_index(grad, lap),
-        laplacian_var=float(lap.var(dtype=np.float64)),
-        gradient_energy=float(grad.mean(dtype=np.float64)),
-        edge_density=float(np.mean(grad >= 10.0)),
+        **edges,
         detail_l0=details[0],
         detail_l1=details[1],
         detail_l2=details[2],
@@ -657,22 +664,39 @@ def measure(rgb: np.ndarray) -> Measurements:
         hf_energy_ratio=hf,
         noise_sigma=noise_sigma(y),
         blockiness=blockiness(y),
-        ringing=ringing(grad, lap),
         mean_luminance=float(y.mean(dtype=np.float64) / 255.0),
         shadow_clip=float(np.mean(y <= 4.0)),
         highlight_clip=float(np.mean(y >= 251.0)),
         rms_contrast=y_std / 255.0,
         dynamic_range=float((p99 - p1) / 255.0),
         entropy=_entropy(hist),
-        colourfulness=_colourfulness(a),
-        mean_saturation=_mean_saturation(a),
-        main_region_detail_ratio=_ratio(float(tiles.max()), tile_mean, eps=0.01),
-        main_region_sharpness=_sharpness_index(grad[r0:r1, c0:c1], lap[r0:r1, c0:c1]),
-        main_region_contrast=float(y[r0:r1, c0:c1].std(dtype=np.float64) / 255.0),
+        colourfulness=colour[0],
+        mean_saturation=colour[1],
         centre_contrast_ratio=_ratio(float(centre.std(dtype=np.float64)), y_std, eps=0.01),
-        detail_spread=float(tiles.std() / (tile_mean + 0.01)),
         nss=_nss_features(y),
     )
+
+
+def _edge_measures(y: np.ndarray) -> dict[str, float]:
+    """The measures of :func:`measure` read from the gradient and the Laplacian of ``y``
+    (sharpness, edges, ringing, the main region), so both are freed together."""
+    grad = _gradient_magnitude(y)
+    lap = _laplacian(y)
+    tiles, re, ce = _tile_means(grad, 4)
+    ti, tj = np.unravel_index(int(np.argmax(tiles)), tiles.shape)
+    r0, r1, c0, c1 = re[ti], re[ti + 1], ce[tj], ce[tj + 1]
+    tile_mean = float(tiles.mean())
+    return {
+        "sharpness": _sharpness_index(grad, lap),
+        "laplacian_var": float(lap.var(dtype=np.float64)),
+        "gradient_energy": float(grad.mean(dtype=np.float64)),
+        "edge_density": float(np.mean(grad >= 10.0)),
+        "ringing": ringing(grad, lap),
+        "main_region_detail_ratio": _ratio(float(tiles.max()), tile_mean, eps=0.01),
+        "main_region_sharpness": _sharpness_index(grad[r0:r1, c0:c1], lap[r0:r1, c0:c1]),
+        "main_region_contrast": float(y[r0:r1, c0:c1].std(dtype=np.float64) / 255.0),
+        "detail_spread": float(tiles.std() / (tile_mean + 0.01)),
+    }
 
 
 # ---------------------------------------------------------------------------

@@ -133,7 +133,9 @@ class ViewResult:
     image (a region too small), then ``ok`` is False and this stays True."""
 
 
-ViewFn = Callable[[np.ndarray, BaseModel, ViewSettings], tuple[np.ndarray | None, dict[str, Any]]]
+#: A tool: (decoded image, parsed arguments, settings) -> (view or None, info). Boxes in
+#: and out are in the image's own pixels, also when it was decoded reduced.
+ViewFn = Callable[[DecodedImage, BaseModel, ViewSettings], tuple[np.ndarray | None, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -153,19 +155,21 @@ class ViewTool:
 
 
 def _run_magnifier(
-    rgb: np.ndarray, args: BaseModel, settings: ViewSettings
+    image: DecodedImage, args: BaseModel, settings: ViewSettings
 ) -> tuple[np.ndarray, dict[str, Any]]:
     assert isinstance(args, MagnifierArgs)
+    w, h = image.width, image.height
     view, box = magnify(
-        rgb,
+        image.rgb,
         args.bbox,
         settings.convention,
         max_pixels=settings.max_pixels,
         max_zoom=settings.max_zoom,
         min_side=settings.min_side,
+        scale=image.scale,
+        size=(w, h),
     )
     zoom = view.shape[1] / float(box[2] - box[0])
-    h, w = rgb.shape[:2]
     msg = (
         f"Magnifier view of region x {box[0]}-{box[2]}, y {box[1]}-{box[3]} "
         f"(pixels of the {w}x{h} image), enlarged {zoom:.1f}x."
@@ -174,11 +178,11 @@ def _run_magnifier(
 
 
 def _run_gamma(
-    rgb: np.ndarray, args: BaseModel, settings: ViewSettings
+    image: DecodedImage, args: BaseModel, settings: ViewSettings
 ) -> tuple[np.ndarray, dict[str, Any]]:
     assert isinstance(args, GammaArgs)
     gamma = resolve_gamma(args.mode, args.gamma)
-    view = apply_gamma(rgb, gamma)
+    view = apply_gamma(image.rgb, gamma)
     effect = "brightened" if gamma < 1 else "darkened" if gamma > 1 else "unchanged"
     msg = f"Gamma-corrected view of the whole image (gamma {gamma:g}, {effect})."
     return view, {"gamma": gamma, "message": msg}
@@ -219,10 +223,19 @@ VIEW_TOOLS: dict[str, ViewTool] = {
 
 def _run_measure(metric: str) -> ViewFn:
     def run(
-        rgb: np.ndarray, args: BaseModel, settings: ViewSettings
+        image: DecodedImage, args: BaseModel, settings: ViewSettings
     ) -> tuple[np.ndarray | None, dict[str, Any]]:
         assert isinstance(args, MeasureArgs)
-        m = measure(rgb, metric, args.bbox, settings.convention, min_side=settings.min_side)
+        size = (image.width, image.height)
+        m = measure(
+            image.rgb,
+            metric,
+            args.bbox,
+            settings.convention,
+            min_side=settings.min_side,
+            scale=image.scale,
+            size=size,
+        )
         return None, {"box": list(m.box), "message": m.message, "extra": m.data()}
 
     return run
@@ -335,9 +348,10 @@ def run_view_tool(
     except ValidationError as exc:
         reason = f"invalid arguments for {canonical}: {_validation_message(exc)}"
         return fail(reason, valid_call=False)
-    rgb = image.rgb if isinstance(image, DecodedImage) else np.asarray(image)
+    if not isinstance(image, DecodedImage):
+        image = DecodedImage(rgb=np.asarray(image), format=None, mode="RGB", transposed=False)
     try:
-        view, info = tool.run(rgb, parsed, settings)
+        view, info = tool.run(image, parsed, settings)
     except ToolArgumentError as exc:
         return fail(str(exc))
     encoded: bytes | None = None

@@ -28,6 +28,7 @@ __all__ = [
     "ToolArgumentError",
     "apply_gamma",
     "bbox_to_pixels",
+    "covering_crop",
     "crop",
     "gamma_lut",
     "magnify",
@@ -70,11 +71,11 @@ def gamma_mode(mode: object) -> str | None:
     if mode is None:
         return None
     if not isinstance(mode, str):
-        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {_shown(mode)}")
     key = mode.strip().lower()
     key = GAMMA_MODE_ALIASES.get(key, key)
     if key not in GAMMA_PRESETS:
-        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {mode!r}")
+        raise ToolArgumentError(f"mode must be 'brighten' or 'darken', got {_shown(mode)}")
     return key
 
 
@@ -82,23 +83,38 @@ class ToolArgumentError(ValueError):
     """A tool call's arguments cannot be used; the message tells the model what to change."""
 
 
+def _shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to write out
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _too_far(bbox: object) -> ToolArgumentError:
+    return ToolArgumentError(f"bbox values must lie within ±{MAX_BOX_VALUE:g}, got {_shown(bbox)}")
+
+
 def _coerce_box(bbox: object) -> tuple[float, float, float, float]:
     if isinstance(bbox, str | bytes) or not isinstance(bbox, Sequence) or len(bbox) != 4:
         raise ToolArgumentError(
-            f"bbox must be a list of four numbers [x1, y1, x2, y2], got {bbox!r}"
+            f"bbox must be a list of four numbers [x1, y1, x2, y2], got {_shown(bbox)}"
         )
     values: list[float] = []
     for v in bbox:
         if isinstance(v, bool):
-            raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}")
+            raise ToolArgumentError(f"bbox values must be numbers, got {_shown(bbox)}")
         try:
             f = float(v)
+        except OverflowError:  # an integer past the float range
+            raise _too_far(bbox) from None
         except (TypeError, ValueError):
-            raise ToolArgumentError(f"bbox values must be numbers, got {bbox!r}") from None
+            raise ToolArgumentError(f"bbox values must be numbers, got {_shown(bbox)}") from None
         if not math.isfinite(f):
-            raise ToolArgumentError(f"bbox values must be finite numbers, got {bbox!r}")
+            raise ToolArgumentError(f"bbox values must be finite numbers, got {_shown(bbox)}")
         if abs(f) > MAX_BOX_VALUE:  # no convention reaches this; it would overflow the pixels
-            raise ToolArgumentError(f"bbox values must lie within ±{MAX_BOX_VALUE:g}, got {bbox!r}")
+            raise _too_far(bbox)
         values.append(f)
     return values[0], values[1], values[2], values[3]
 
@@ -116,11 +132,12 @@ def bbox_to_pixels(
     The box is converted from ``convention``, clamped to the image, and widened
     outwards to whole pixels. Non-numeric, NaN, inverted or empty boxes, boxes
     wholly outside the image and regions under ``min_side`` pixels per side
-    (or the image side, for images smaller than that) raise
+    (or the image side, for images smaller than that; at least one pixel) raise
     :class:`ToolArgumentError`.
     """
     if convention not in CONVENTION_SCALE:
         raise ValueError(f"unknown bbox convention {convention!r}; use rel1000, pixel or unit")
+    min_side = max(1, min_side)  # a region is never empty, whatever the setting
     given = _coerce_box(bbox)
     shown = "[" + ", ".join(f"{v:g}" for v in given) + "]"
     x1, y1, x2, y2 = given
@@ -155,6 +172,36 @@ def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.array(rgb[y1:y2, x1:x2], copy=True)
 
 
+def covering_crop(
+    rgb: np.ndarray,
+    box: tuple[int, int, int, int],
+    scale: int = 1,
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The pixels showing the pixel box ``box`` of an image, and the box they show.
+
+    ``rgb`` may hold the image reduced ``scale`` times from its ``size`` (width,
+    height), as :class:`~tooliqa.tools.image_io.DecodedImage` does for large
+    images: ``box`` is then in the full image's pixels, the crop is of the reduced
+    pixels covering it (widened outwards) and the box returned is what they show,
+    in full-image pixels. With ``scale`` 1 this is :func:`crop` and ``box``.
+
+    >>> img = np.zeros((50, 100, 3), np.uint8)  # a 200 x 100 image reduced 2 times
+    >>> view, shown = covering_crop(img, (41, 20, 120, 60), scale=2, size=(200, 100))
+    >>> view.shape[:2], shown
+    ((20, 40), (40, 20, 120, 60))
+    """
+    if scale == 1:
+        return crop(rgb, box), box
+    height, width = rgb.shape[:2]
+    full_w, full_h = size or (width * scale, height * scale)
+    x1, y1, x2, y2 = box
+    cx1, cy1 = x1 // scale, y1 // scale
+    cx2, cy2 = min(width, -(-x2 // scale)), min(height, -(-y2 // scale))
+    shown = (cx1 * scale, cy1 * scale, min(full_w, cx2 * scale), min(full_h, cy2 * scale))
+    return crop(rgb, (cx1, cy1, cx2, cy2)), shown
+
+
 def magnify(
     rgb: np.ndarray,
     bbox: object,
@@ -163,15 +210,20 @@ def magnify(
     max_pixels: int | None = None,
     max_zoom: float = 4.0,
     min_side: int = MIN_REGION_SIDE,
+    scale: int = 1,
+    size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Crop the box and enlarge it (bicubic) to fill ``max_pixels``, at most ``max_zoom``×.
 
     Returns the view and the pixel box it came from. Without ``max_pixels`` the
-    crop is returned at its native resolution.
+    crop is returned at its native resolution. For an image decoded reduced
+    ``scale`` times from ``size`` (see :func:`covering_crop`), the box is read,
+    checked and returned in the full image's pixels.
     """
     height, width = rgb.shape[:2]
-    box = bbox_to_pixels(bbox, width, height, convention, min_side=min_side)
-    view = crop(rgb, box)
+    full_w, full_h = size or (width * scale, height * scale)
+    box = bbox_to_pixels(bbox, full_w, full_h, convention, min_side=min_side)
+    view, box = covering_crop(rgb, box, scale, (full_w, full_h))
     if max_pixels is None:
         return view, box
     h, w = view.shape[:2]
@@ -194,11 +246,17 @@ def resolve_gamma(mode: str | None = None, gamma: float | None = None) -> float:
         if mode is None:
             raise ToolArgumentError("give a mode ('brighten' or 'darken') or a gamma value")
         return GAMMA_PRESETS[mode]
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma):
-        raise ToolArgumentError(f"gamma must be a finite number, got {gamma!r}")
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, int | float)
+        or (isinstance(gamma, float) and not math.isfinite(gamma))
+    ):
+        raise ToolArgumentError(f"gamma must be a finite number, got {_shown(gamma)}")
     lo, hi = GAMMA_RANGE
-    if not lo <= gamma <= hi:
-        raise ToolArgumentError(f"gamma {gamma} is outside the allowed range [{lo}, {hi}]")
+    if not lo <= gamma <= hi:  # an integer past the float range compares without overflow
+        raise ToolArgumentError(
+            f"gamma {_shown(gamma, 40)} is outside the allowed range [{lo}, {hi}]"
+        )
     if mode == "brighten" and gamma >= 1.0:
         raise ToolArgumentError(f"brighten needs gamma < 1 (got {gamma})")
     if mode == "darken" and gamma <= 1.0:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import html
 import io
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -30,6 +28,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
+
+from tooliqa.ui.serving import (
+    CACHE_CLEANUP,
+    MAX_UPLOAD_BYTES,
+    LaunchError,
+    check_connection,
+    launch_options,
+    shown_text,
+    upload_bytes,
+    write_download,
+)
+from tooliqa.ui.serving import status_markdown as _status
 
 __all__ = [
     "build_app",
@@ -95,7 +105,8 @@ def _theme() -> Any:
 
 
 class _Page(gr.Blocks):
-    """Blocks whose ``launch`` defaults to the page's theme, CSS and example folder."""
+    """Blocks whose ``launch`` defaults to the page's theme, CSS, example folder and
+    upload size cap."""
 
     def launch(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("theme", _theme())
@@ -105,22 +116,13 @@ class _Page(gr.Blocks):
             allowed.append(str(EXAMPLES_DIR))
         kwargs["allowed_paths"] = allowed
         kwargs.setdefault("footer_links", ["api", "settings"])
+        kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
         return super().launch(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------
 # Rendering helpers (pure; no gradio)
 # ---------------------------------------------------------------------------
-
-
-def _status(text: str, kind: str = "info") -> str:
-    """Status markdown: plain text, escaped, coloured for errors and successes."""
-    safe = html.escape(text)
-    if kind == "error":
-        return f'<span class="tooliqa-error">⚠ {safe}</span>'
-    if kind == "ok":
-        return f'<span class="tooliqa-ok">✓ {safe}</span>'
-    return safe
 
 
 def gauge_html(score: float | None) -> str:
@@ -197,8 +199,10 @@ def _args_text(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in args.items() if not str(k).startswith("_"))
 
 
-def step_items(step: dict[str, Any], rgb: Any) -> list[tuple[Image.Image, str]]:
-    """Gallery items for one tool step: the box on the original and the crop, or the view."""
+def step_items(step: dict[str, Any], rgb: Any, reduced: int = 1) -> list[tuple[Image.Image, str]]:
+    """Gallery items for one tool step: the box on the original and the crop, or the view.
+    ``reduced``: how many times ``rgb`` is smaller than the image the box is in
+    (:attr:`~tooliqa.tools.DecodedImage.scale`)."""
     if not step.get("ok"):
         return []
     n, tool = step.get("round", "?"), step.get("tool", "tool")
@@ -206,7 +210,8 @@ def step_items(step: dict[str, Any], rgb: Any) -> list[tuple[Image.Image, str]]:
     items: list[tuple[Image.Image, str]] = []
     box = step.get("box")
     if tool == "magnifier" and box and rgb is not None:
-        items.append((_original_with_box(rgb, box), f"round {n} · magnifier region {list(box)}"))
+        drawn = [v / reduced for v in box]
+        items.append((_original_with_box(rgb, drawn), f"round {n} · magnifier region {list(box)}"))
     if view is not None:
         if tool == "gamma_corrector" and step.get("gamma") is not None:
             caption = f"round {n} · gamma {float(step['gamma']):g} view"
@@ -256,14 +261,16 @@ def _font(size: int) -> Any:
 
 
 def regions_image(
-    rgb: Any, regions: Sequence[dict[str, Any]], side: int = DISPLAY_SIDE
+    rgb: Any, regions: Sequence[dict[str, Any]], side: int = DISPLAY_SIDE, reduced: int = 1
 ) -> Image.Image | None:
     """The original, downscaled to ``side``, with each region's box drawn in its
-    severity's colour and labelled "label · severity"; None without usable regions."""
+    severity's colour and labelled "label · severity"; None without usable regions.
+    ``reduced``: how many times ``rgb`` is smaller than the image the boxes are in."""
     img, scale = _fit(
         rgb.convert("RGB") if isinstance(rgb, Image.Image) else Image.fromarray(rgb).convert("RGB"),
         side,
     )
+    scale /= reduced
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 200))
     font = _font(max(11, round(max(img.size) / 45)))
@@ -404,50 +411,12 @@ def _step_line(step: dict[str, Any]) -> str:
     return f"- {mark} round {step.get('round')}: `{step.get('tool')}({args})` — {step.get('message', '')}"
 
 
-def _backend_error(exc: BaseException) -> str | None:
-    """A readable reason for a model-server failure, else None."""
-    from tooliqa.backends.openai_compat import BackendError
+def _failure_text(exc: BaseException) -> str:
+    """A readable reason for whatever ended a run, with its kind (see tooliqa.failures)."""
+    from tooliqa.failures import classify
 
-    if isinstance(exc, BackendError):
-        return str(exc)
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a core dependency
-        return None
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-        return f"model server unreachable or timed out: {exc}"
-    if isinstance(exc, openai.APIStatusError):
-        return f"model server error (HTTP {exc.status_code}): {exc.message}"
-    return None
-
-
-def _payload_bytes(payload: Any) -> tuple[bytes, str | None]:
-    """Bytes and a display name of an uploaded image (a file payload, a path or a data URL)."""
-    from tooliqa.tools import ImageError
-
-    if payload is None:
-        raise ImageError("no image: upload one, paste one or pick an example")
-    path: str | None
-    name: str | None
-    url: Any
-    if isinstance(payload, str | os.PathLike):
-        path, name, url = str(payload), Path(payload).name, None
-    elif isinstance(payload, dict):
-        path, url = payload.get("path"), payload.get("url")
-        name = payload.get("orig_name") or (Path(path).name if path else None)
-    else:
-        raise ImageError(f"unexpected upload of type {type(payload).__name__}")
-    if path:
-        try:
-            return Path(path).read_bytes(), name
-        except OSError as exc:
-            raise ImageError(f"the upload could not be read ({exc.strerror})") from None
-    if isinstance(url, str) and url.startswith("data:") and "," in url:
-        try:
-            return base64.b64decode(url.split(",", 1)[1]), name or "pasted image"
-        except ValueError:
-            raise ImageError("the pasted data is not valid base64") from None
-    raise ImageError("the upload has no file")
+    failure = classify(exc)
+    return f"{failure.reason} ({failure.kind})"
 
 
 def _context(
@@ -483,26 +452,6 @@ def _context(
 # ---------------------------------------------------------------------------
 
 
-def check_connection(url: str, model: str) -> tuple[str, Any]:
-    """Report the models a server lists, or why it cannot be reached."""
-    from tooliqa.backends.openai_compat import BackendError, check_server
-
-    url = (url or "").strip()
-    if not url:
-        return _status("Enter the server URL first.", "error"), gr.skip()
-    try:
-        models = check_server(url, timeout=10.0)
-    except BackendError as exc:
-        return _status(f"Connection failed: {exc}", "error"), gr.skip()
-    listed = ", ".join(models)
-    text = _status(f"Connected to {url}. Models: {listed}", "ok")
-    wanted = (model or "").strip()
-    if wanted and wanted not in models:
-        text += "<br>" + _status(f"The server does not list the model '{wanted}'.", "error")
-        return text, gr.skip()
-    return text, (gr.skip() if wanted else models[0])
-
-
 class _RunView:
     """What the single-image outputs show, updated as stream events arrive."""
 
@@ -532,15 +481,8 @@ class _RunView:
             self.gallery,
             "\n".join(self.trace),
             self.rationale,
-            gr.DownloadButton(value=self.download, interactive=self.download is not None),
+            gr.update(value=self.download, interactive=self.download is not None),
         )
-
-
-def _write_json(assessment: Any, stem: str) -> str:
-    folder = tempfile.mkdtemp(prefix="tooliqa-ui-")
-    path = Path(folder) / f"{stem or 'image'}_assessment.json"
-    path.write_text(assessment.to_json(indent=2), encoding="utf-8")
-    return str(path)
 
 
 async def run_single(
@@ -554,7 +496,7 @@ async def run_single(
     extras: list[str] | None = None,
 ) -> AsyncIterator[tuple[Any, ...]]:
     """Assess one image, yielding the page's outputs after each step of the agent."""
-    from tooliqa.api import graph
+    from tooliqa.api import DEFAULT_DEADLINE, graph, stream_within
     from tooliqa.backends.openai_compat import BackendError
     from tooliqa.graph import Assessment
     from tooliqa.tools import ImageError, decode_image_cached
@@ -562,8 +504,8 @@ async def run_single(
     view = _RunView()
     t0 = time.perf_counter()
     try:
-        data, name = _payload_bytes(image)
         ctx = await asyncio.to_thread(_context, backend, url, model, rounds, tools, extras)
+        data, name = await asyncio.to_thread(upload_bytes, image, ctx.image_limits)
         decoded = await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)
     except ImageError as exc:
         view.status = _status(f"This is not a usable image: {exc}", "error")
@@ -577,15 +519,14 @@ async def run_single(
         return
 
     label = "classic backend" if backend != SERVER else f"server {url}"
-    view.status = _status(f"Assessing {name or 'the image'} with the {label}…")
+    view.status = _status(f"Assessing {shown_text(name or 'the image')} with the {label}…")
     yield view.outputs()
     inputs = {"image": data, "image_name": name, "query": (question or "").strip() or None}
     final_state: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = []
     try:
-        async for mode, chunk in graph.astream(
-            inputs, context=ctx, stream_mode=["updates", "custom"]
-        ):
+        stream = graph.astream(inputs, context=ctx, stream_mode=["updates", "custom"])
+        async for mode, chunk in stream_within(stream, DEFAULT_DEADLINE):
             if mode == "updates":
                 updates: dict[str, Any] = chunk if isinstance(chunk, dict) else {}
                 for node, update in updates.items():
@@ -611,7 +552,7 @@ async def run_single(
                 step = dict(event.get("step") or {})
                 steps.append(step)
                 view.trace.append(_step_line(step))
-                items = await asyncio.to_thread(step_items, step, decoded.rgb)
+                items = await asyncio.to_thread(step_items, step, decoded.rgb, decoded.scale)
                 view.gallery = [*view.gallery, *items]
                 view.status = _status(f"Tool round {step.get('round')}: {step.get('tool')} done")
             elif kind == "final":
@@ -621,9 +562,7 @@ async def run_single(
                 continue
             yield view.outputs()
     except Exception as exc:
-        reason = _backend_error(exc)
-        if reason is None:
-            reason = f"the model run failed ({type(exc).__name__}: {exc})"
+        reason = _failure_text(exc)
         view.status = _status(f"Assessment failed: {reason}", "error")
         gr.Warning(f"Assessment failed: {reason}")
         yield view.outputs()
@@ -644,10 +583,12 @@ async def run_single(
     if result.rubric or result.attribute_scores:
         view.rubric = rubric_rows(result.rubric, result.attribute_scores)
     if result.regions:
-        view.regions = await asyncio.to_thread(regions_image, decoded.rgb, result.regions)
+        view.regions = await asyncio.to_thread(
+            regions_image, decoded.rgb, result.regions, DISPLAY_SIDE, decoded.scale
+        )
     if result.regions or ctx.report_regions:
         view.trace.append(f"- {regions_summary(result.regions)}")
-    view.download = _write_json(result, Path(name or "image").stem)
+    view.download = write_download(result.to_json(indent=2), name)
     seconds = time.perf_counter() - t0
     tools_used = ", ".join(s.tool for s in result.steps) or "no tools"
     if not result.steps:
@@ -739,7 +680,9 @@ def _examples() -> list[list[str]]:
 
 def build_app(*, server: str | None = None, model: str | None = None) -> gr.Blocks:
     """The page as a Blocks (not launched). ``server`` preselects the vLLM backend."""
-    with _Page(title="Tool-IQA image quality", analytics_enabled=False) as demo:
+    with _Page(
+        title="Tool-IQA image quality", analytics_enabled=False, delete_cache=CACHE_CLEANUP
+    ) as demo:
         gr.Markdown(INTRO)
         with gr.Accordion("Backend and tools", open=True):
             with gr.Row():
@@ -908,10 +851,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server", help="preselect a vLLM server, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--model", help="model name on the server")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (set TOOLIQA_UI_AUTH=user:password too)",
+    )
     args = parser.parse_args(argv)
+    try:
+        options = launch_options(args.host, args.port, allow_remote=args.allow_remote)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     demo = build_app(server=args.server, model=args.model)
-    demo.queue().launch(server_name=args.host, server_port=args.port)
+    demo.queue().launch(**options)
     return 0
 
 

@@ -134,7 +134,9 @@ def test_csv_quoted_fields_comments_and_short_rows(tmp_path: Path) -> None:
     rows = read_csv_labels(path)
     assert _fields(rows)[0] == ("a.jpg", "3.0", None, "test", "r.jpg")
     assert rows[0].where == "labels.csv:4"
-    assert rows[1].where == "labels.csv:5" and "expected at least 3 fields" in (rows[1].error or "")
+    assert rows[1].where == "labels.csv:5" and "expected 5 fields like the header, got 2" in (
+        rows[1].error or ""
+    )
 
 
 @pytest.mark.parametrize(
@@ -303,6 +305,114 @@ def test_check_files_false_reads_labels_only(tmp_path: Path) -> None:
     ds = load_labels("kadid", labels, check_files=False)
     assert [s.image for s in ds] == ["a.jpg"]
     assert "points outside" in _problem(ds, "l.txt:2")
+
+
+# ----------------------------------------------------------------------------- rows of the wrong width
+
+
+def test_decimal_comma_row_is_reported_with_its_line_not_truncated(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.jpg", "b.jpg", "c.jpg")
+    labels = _write(tmp_path / "labels.csv", "image,mos\na.jpg,3.5\nb.jpg,3,5\nc.jpg,2.0\n")
+    rows = read_csv_labels(labels)
+    assert rows[1].where == "labels.csv:3" and rows[1].error is not None
+    assert "expected 2 fields like the header, got 3" in rows[1].error
+    assert "decimal comma" in rows[1].error
+    ds = load_labels("custom", labels)
+    assert [(s.image, s.mos) for s in ds] == [("a.jpg", 3.5), ("c.jpg", 2.0)]
+    assert "decimal comma" in _problem(ds, "labels.csv:3")
+    with pytest.raises(DatasetError, match=r"labels\.csv:3: expected 2 fields"):
+        load_labels("custom", labels, strict=True)
+
+
+def test_short_rows_are_reported_in_csv_and_whitespace_tables(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.jpg", "b.jpg")
+    csv_labels = _write(tmp_path / "l.csv", "image,mos,std\na.jpg,3.0,0.1\nb.jpg,2.0\n")
+    ds = load_labels("custom", csv_labels)
+    assert [s.image for s in ds] == ["a.jpg"]
+    assert "expected 3 fields like the header, got 2" in _problem(ds, "l.csv:3")
+    table = _write(tmp_path / "t.txt", "name mos std\na.jpg 3.0\nb.jpg 2.0 0.1 9\n")
+    rows = read_label_txt(table)
+    assert [r.error for r in rows] == [
+        "expected 3 fields like the header, got 2",
+        "expected 3 fields like the header, got 4",
+    ]
+
+
+def test_trailing_empty_fields_lose_nothing_and_pass(tmp_path: Path) -> None:
+    path = _write(tmp_path / "l.csv", "image,mos,\na.jpg,3.0,,\nb.jpg,2.0,7\n")
+    rows = read_csv_labels(path)
+    assert _fields(rows)[0] == ("a.jpg", "3.0", None, None, None)
+    assert rows[1].error == "expected 2 fields like the header, got 3"
+
+
+def test_decimal_comma_in_a_semicolon_file_gets_a_hint(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.jpg")
+    ds = load_labels("custom", _write(tmp_path / "l.csv", "image;mos\na.jpg;3,5\na.jpg;4\n"))
+    assert "'3,5' is not a finite number (a decimal comma?" in _problem(ds, "l.csv:2")
+
+
+# ----------------------------------------------------------------------------- hostile names
+
+
+def test_symlink_loop_in_the_image_root_is_a_problem(tmp_path: Path) -> None:
+    _touch(tmp_path, "ok.jpg")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    os.symlink("pong.jpg", tmp_path / "ping.jpg")
+    os.symlink("ping.jpg", tmp_path / "pong.jpg")
+    labels = _write(tmp_path / "l.txt", "ok.jpg 3.0\nloop.jpg 2.0\nping.jpg 1.0\n")
+    ds = load_labels("custom", labels, tmp_path)
+    assert [s.image for s in ds] == ["ok.jpg"]
+    assert "skipped" in _problem(ds, "l.txt:2") and "skipped" in _problem(ds, "l.txt:3")
+
+
+def test_over_long_name_in_the_label_file_is_a_problem(tmp_path: Path) -> None:
+    _touch(tmp_path, "ok.jpg")
+    long = "x" * 5000 + ".jpg"
+    labels = _write(
+        tmp_path / "l.csv", f"image,mos\nok.jpg,3.0\n{long},2.0\nd/{'y' * 300}/z.jpg,1\n"
+    )
+    ds = load_labels("custom", labels, tmp_path)
+    assert [s.image for s in ds] == ["ok.jpg"]
+    line = _problem(ds, "l.csv:3")
+    assert line.endswith("skipped") and len(line) < 300  # the name is elided
+    assert "skipped" in _problem(ds, "l.csv:4")
+
+
+def test_names_and_numbers_json_can_hold(tmp_path: Path) -> None:
+    _touch(tmp_path, "ok.jpg")
+    big = "1" + "0" * 400  # an integer past the float range
+    items = f'{{"image": "ok.jpg", "mos": 3}}\n{{"image": "b.jpg", "mos": {big}}}\n'
+    items += (
+        '{"image": "\\ud800.jpg", "mos": 2}\n' + '{"image": "c.jpg", "mos": 1' + "0" * 5000 + "}\n"
+    )
+    ds = load_labels("custom", _write(tmp_path / "l.jsonl", items), tmp_path)
+    assert [s.image for s in ds] == ["ok.jpg"]
+    assert "not a finite number" in _problem(ds, "l.jsonl:2")
+    assert "cannot be resolved" in _problem(ds, "l.jsonl:3")
+    assert "unreadable JSON" in _problem(ds, "l.jsonl:4")
+    with pytest.raises(DatasetError, match="nested too deeply"):
+        read_json(_write(tmp_path / "deep.json", "[" * 100_000))
+
+
+def test_eval_completes_on_a_dataset_with_hostile_rows(tmp_path: Path, capsys) -> None:
+    from tooliqa.cli import main
+
+    from _support import synthetic_dataset
+
+    images = tmp_path / "images"
+    images.mkdir()
+    good = synthetic_dataset(images, 3, size=(32, 40))
+    os.symlink("loop.png", images / "loop.png")
+    body = "".join(f"{s.image},{s.mos}\n" for s in good.samples)
+    body += "loop.png,2.0\n" + "x" * 5000 + ".png,2.0\nim0.png,3,5\nim1.png\n"
+    labels = _write(tmp_path / "labels.csv", "name,mos\n" + body)
+    db = str(tmp_path / "runs.sqlite")
+    argv = ["eval", "--dataset", f"toy={labels}:{images}", "--db", db, "--no-progress"]
+    assert main([*argv, "--max-rounds", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "toy\tn=3" in out
+    for line in ("labels.csv:5", "labels.csv:6", "labels.csv:7", "labels.csv:8"):
+        assert line in err
 
 
 # ----------------------------------------------------------------------------- normalization

@@ -333,3 +333,13 @@ def test_report_doctests() -> None:
     from tooliqa.eval import report
 
     assert doctest.testmod(report).failed == 0
+
+
+def test_warnings_naming_a_method_are_inert_too(tmp_path) -> None:
+    method = "<i>m</i>"
+    rows = [_row(method, "d", f"i{i}.png", 5.0 - i * 0.5, 1.0 + i) for i in range(8)]
+    rep = build_report(rows, [_run(method, "d", 5.0)], fit="5pl")
+    assert any(method in w for w in rep["warnings"])  # the fit note names the method
+    write_report(rep, rows, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "## Warnings" in md and "<i>" not in md and "&lt;i&gt;m&lt;/i&gt;" in md

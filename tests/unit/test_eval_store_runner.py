@@ -153,7 +153,7 @@ class TestRunner:
             )
             (row,) = store.rows()
             assert (
-                s1.failed == 1 and row["error_kind"] == "backend" and "unreachable" in row["error"]
+                s1.failed == 1 and row["error_kind"] == "server" and "unreachable" in row["error"]
             )
             s2 = asyncio.run(
                 run_dataset(
@@ -174,11 +174,11 @@ class TestRunner:
         with ResultStore(tmp_path / "runs.sqlite") as store:
             asyncio.run(
                 run_dataset(
-                    store, ds, {"x": ctx}, method="m", timeout=0.2, retries=0, progress=False
+                    store, ds, {"x": ctx}, method="m", deadline=0.2, retries=0, progress=False
                 )
             )
             (row,) = store.rows()
-        assert row["error_kind"] == "backend" and "timed out" in row["error"]
+        assert row["error_kind"] == "timeout" and "deadline of 0.2 s" in row["error"]
 
     def test_unreadable_images_are_final_failures(self, tmp_path):
         ds = make_dataset(tmp_path, n=2)

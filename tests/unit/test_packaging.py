@@ -17,7 +17,7 @@ from _support import REPO
 ALLOWED = {
     "tools": set(),
     "graph": {"tools"},
-    "tooliqa": {"tools", "graph", "backends", "api", "cli", "data", "eval"},
+    "tooliqa": {"tools", "graph", "backends", "api", "cli", "data", "eval", "failures"},
 }
 
 

@@ -12,8 +12,12 @@ from tooliqa.graph.parsing import (
     ToolCallAction,
     parse_action,
     parse_answer,
+    parse_attribute_scores,
+    parse_query_answer,
+    parse_regions,
     parse_rubric,
     parse_score,
+    split_thinking,
 )
 
 PAPER_RUBRIC = """<thinking>Looking at the whole picture.</thinking>
@@ -245,3 +249,52 @@ class TestStrictScores:
     def test_refused(self, text, fragment):
         parsed = parse_answer(text)
         assert isinstance(parsed, Malformed) and fragment in parsed.reason
+
+
+class TestNestedTags:
+    """A tag opened twice is one block: the innermost body is read."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "<answer><answer>3</answer></answer>",
+            "<answer> <answer>3</answer>",
+            "<answer>\n<answer>3</answer>\n</answer>",
+            "<ANSWER><answer>3</answer></ANSWER>",
+            "<answer>3</answer></answer>",
+            "<thinking>fine</thinking><answer><answer>3</answer></answer>",
+            "<answer>Score: <answer>3</answer></answer>",
+        ],
+    )
+    def test_nested_answer_reads_the_inner_score(self, text):
+        for parsed in (parse_action(text), parse_answer(text)):
+            assert isinstance(parsed, AnswerAction) and parsed.score == 3.0
+            assert parsed.form.answers == 1 and parsed.form.single_action
+
+    def test_nested_answer_after_an_unclosed_thinking_is_not_thinking(self):
+        text = "<thinking>looks fine <answer> <answer>3</answer></answer>"
+        thinking, outside, had, closed = split_thinking(text)
+        assert thinking == "looks fine" and (had, closed) == (True, False)
+        assert outside.startswith("<answer> <answer>3")
+        parsed = parse_action(text)
+        assert isinstance(parsed, AnswerAction) and parsed.thinking == "looks fine"
+
+    def test_nested_rubric_keeps_its_first_line(self):
+        inner = PAPER_RUBRIC.split("<answer>")[1].split("</answer>")[0]
+        nested = f"<thinking>ok</thinking><answer><answer>{inner.strip()}</answer></answer>"
+        assert parse_rubric(nested) == parse_rubric(PAPER_RUBRIC)
+        assert "sharpness" in parse_rubric(nested)
+
+    def test_nested_extras_read_their_inner_block(self):
+        assert (
+            parse_query_answer("<query_answer><query_answer>No.</query_answer></query_answer>")
+            == "No."
+        )
+        regions, notes = parse_regions(
+            '<regions> <regions>[{"bbox": [1, 2, 3, 4]}]</regions></regions>'
+        )
+        assert [r["bbox"] for r in regions] == [[1, 2, 3, 4]] and notes == []
+        scores, notes = parse_attribute_scores(
+            "<attributes><attributes>Sharpness: 4; noise: 3</attributes></attributes>"
+        )
+        assert scores == {"sharpness": 4.0, "noise": 3.0} and notes == []

@@ -15,7 +15,7 @@ def test_ui_help(capsys):
         main(["ui", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--server", "--model", "--port", "--host"):
+    for flag in ("--server", "--model", "--port", "--host", "--allow-remote"):
         assert flag in out
 
 

@@ -238,3 +238,22 @@ def test_the_page_offers_every_tool_with_the_papers_two_on_by_default():
     assert list(GRAPH_TOOLS) == app.TOOLS
     assert list(GRAPH_DEFAULT) == app.DEFAULT_TOOLS
     assert _context(app.CLASSIC, "", "", 1, ["noise", "niqe"]).enabled_tools == ("noise", "niqe")
+
+
+def test_boxes_land_right_on_an_image_decoded_downscaled():
+    """Boxes are in the image's own pixels; a huge image is decoded ``reduced`` times
+    smaller, so they are drawn divided by it."""
+    from tooliqa.ui.app import regions_image, step_items
+
+    rgb = np.zeros((200, 200, 3), np.uint8)  # a 400 x 400 image decoded at half size
+    step = {"ok": True, "tool": "magnifier", "round": 1, "box": [200, 200, 400, 400]}
+    original, _ = step_items(step, rgb, reduced=2)[0]
+    px = np.asarray(original)
+    assert px[150, 100, 0] > 200 and px[150, 100, 1] < 80  # the left edge at x = 100
+    assert px[150, 60].max() < 30  # nothing at x = 60
+    drawn = np.asarray(
+        regions_image(rgb, [{"box": [200, 200, 400, 400], "label": "blur"}], reduced=2)
+    )
+    side = drawn.shape[1] / 200  # the display scale of the reduced image
+    column = drawn[:, round(101 * side)]  # just inside the left edge of the box
+    assert column[round(160 * side)].max() > 100 and column[round(40 * side)].max() < 30

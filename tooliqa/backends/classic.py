@@ -53,7 +53,7 @@ from tooliqa.graph.prompts import (
     RUBRIC_PROMPT,
 )
 from tooliqa.graph.query import QueryPlan, plan_query
-from tooliqa.tools import ImageError, decode_image_cached, image_digest
+from tooliqa.tools import DecodedImage, ImageError, decode_image_cached, image_digest
 from tooliqa.tools.measures import Measurements, measure, most_detailed_region
 from tooliqa.tools.piqe import distortion_boxes, piqe_maps
 
@@ -322,19 +322,19 @@ class ClassicChatModel(BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
         return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)
 
-    def _measure(self, data: bytes) -> tuple[Measurements, np.ndarray]:
+    def _measure(self, data: bytes) -> tuple[Measurements, DecodedImage]:
         key = image_digest(data)
-        rgb = decode_image_cached(data).rgb
+        image = decode_image_cached(data)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
-            return hit, rgb
-        m = measure(rgb)
+            return hit, image
+        m = measure(image.rgb)
         with self._lock:
             self._cache[key] = m
             while len(self._cache) > 16:
                 self._cache.popitem(last=False)
-        return m, rgb
+        return m, image
 
     def _original(self, messages: Sequence[BaseMessage]) -> bytes:
         for msg in messages:
@@ -351,16 +351,16 @@ class ClassicChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        m, rgb = self._measure(self._original(messages))
+        m, image = self._measure(self._original(messages))
         last = message_text(messages[-1]) if messages else ""
         if _RUBRIC_MARK in last:
             reply = AIMessage(content=self._rubric(m))
         elif _GATE_MARK in last and _FINAL_MARK not in last:
             reply = self._decide(
-                m, rgb, messages, _tool_names(kwargs, messages), native=bool(kwargs.get("tools"))
+                m, image, messages, _tool_names(kwargs, messages), native=bool(kwargs.get("tools"))
             )
         else:
-            reply = AIMessage(content=self._answer(m, messages, rgb))
+            reply = AIMessage(content=self._answer(m, messages, image))
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _rubric(self, m: Measurements) -> str:
@@ -374,12 +374,13 @@ class ClassicChatModel(BaseChatModel):
         )
         return f"<thinking>{thinking}</thinking>\n<answer>\n" + "\n".join(lines) + "\n</answer>"
 
-    def _box(self, rgb: np.ndarray) -> list[float]:
-        h, w = rgb.shape[:2]
-        return self._to_convention(most_detailed_region(rgb, grid=4), w, h)
+    def _box(self, image: DecodedImage) -> list[float]:
+        return self._to_convention(most_detailed_region(image.rgb, grid=4), image)
 
-    def _to_convention(self, box: Sequence[int], w: int, h: int) -> list[float]:
-        x1, y1, x2, y2 = box
+    def _to_convention(self, box: Sequence[int], image: DecodedImage) -> list[float]:
+        """A box in the decoded pixels as the image's own pixels, then in the convention."""
+        w, h, k = image.width, image.height, image.scale
+        x1, y1, x2, y2 = box[0] * k, box[1] * k, min(w, box[2] * k), min(h, box[3] * k)
         if self.bbox_convention == "pixel":
             return [float(x1), float(y1), float(x2), float(y2)]
         scale = 1000.0 if self.bbox_convention == "rel1000" else 1.0
@@ -394,7 +395,7 @@ class ClassicChatModel(BaseChatModel):
     def _decide(
         self,
         m: Measurements,
-        rgb: np.ndarray,
+        image: DecodedImage,
         messages: Sequence[BaseMessage],
         tools: list[str],
         *,
@@ -406,7 +407,7 @@ class ClassicChatModel(BaseChatModel):
         plan = _query_plan(messages, tools)
         planned = [t for t in plan.tools if t in tools and t not in used] if plan else []
         if plan is not None and planned:
-            call = self._planned_call(planned[0], problem, rgb, plan)
+            call = self._planned_call(planned[0], problem, image, plan)
         elif problem and "gamma_corrector" in tools and "gamma_corrector" not in used:
             mode = "brighten" if problem == "dark" else "darken"
             call = (
@@ -421,11 +422,11 @@ class ClassicChatModel(BaseChatModel):
         ):
             call = (
                 "magnifier",
-                {"bbox": self._box(rgb)},
+                {"bbox": self._box(image)},
                 "Sharpness is borderline; magnify the most detailed region.",
             )
         if call is None:
-            return AIMessage(content=self._answer(m, messages, rgb))
+            return AIMessage(content=self._answer(m, messages, image))
         name, args, why = call
         if native:
             n = len(used) + 1
@@ -439,12 +440,12 @@ class ClassicChatModel(BaseChatModel):
         return AIMessage(content=f"<thinking>{why}</thinking>\n<tool_call>{payload}</tool_call>")
 
     def _planned_call(
-        self, name: str, problem: str | None, rgb: np.ndarray, plan: QueryPlan
+        self, name: str, problem: str | None, image: DecodedImage, plan: QueryPlan
     ) -> tuple[str, dict[str, Any], str]:
         """The call a query plan asks for, with arguments the measures suggest."""
         about = plan.query
         if name == "magnifier":
-            return name, {"bbox": self._box(rgb)}, f"To answer {about!r}, magnify the detail."
+            return name, {"bbox": self._box(image)}, f"To answer {about!r}, magnify the detail."
         if name == "gamma_corrector":
             mode = "darken" if problem == "bright" else "brighten"
             return name, {"mode": mode}, f"To answer {about!r}, re-expose the image."
@@ -494,13 +495,12 @@ class ClassicChatModel(BaseChatModel):
                 )
         return notes
 
-    def _regions(self, rgb: np.ndarray) -> list[dict[str, Any]]:
+    def _regions(self, image: DecodedImage) -> list[dict[str, Any]]:
         """PIQE's merged distortion boxes, most severe first, in the box convention."""
-        h, w = rgb.shape[:2]
-        boxes = distortion_boxes(piqe_maps(rgb), merge=True)[:MAX_PIQE_REGIONS]
+        boxes = distortion_boxes(piqe_maps(image.rgb), merge=True)[:MAX_PIQE_REGIONS]
         return [
             {
-                "bbox": self._to_convention((b.x1, b.y1, b.x2, b.y2), w, h),
+                "bbox": self._to_convention((b.x1, b.y1, b.x2, b.y2), image),
                 "label": b.kind,
                 "severity": round(b.severity, 3),
                 "source": "piqe",
@@ -508,7 +508,7 @@ class ClassicChatModel(BaseChatModel):
             for b in boxes
         ]
 
-    def _extras(self, m: Measurements, rgb: np.ndarray, request: str) -> str:
+    def _extras(self, m: Measurements, image: DecodedImage, request: str) -> str:
         """``<attributes>``/``<regions>`` lines when the turn asks for them."""
         lines = []
         if "<attributes>" in request:
@@ -521,10 +521,10 @@ class ClassicChatModel(BaseChatModel):
             ]
             lines.append("<attributes>" + "; ".join(entries) + "</attributes>")
         if "<regions>" in request:
-            lines.append("<regions>" + json.dumps(self._regions(rgb)) + "</regions>")
+            lines.append("<regions>" + json.dumps(self._regions(image)) + "</regions>")
         return "".join("\n" + line for line in lines)
 
-    def _answer(self, m: Measurements, messages: Sequence[BaseMessage], rgb: np.ndarray) -> str:
+    def _answer(self, m: Measurements, messages: Sequence[BaseMessage], image: DecodedImage) -> str:
         cal = self.calibration
         score = cal.score(m)
         contrib = sorted(cal.contributions(m).items(), key=lambda kv: -abs(kv[1]))[:4]
@@ -534,7 +534,7 @@ class ClassicChatModel(BaseChatModel):
         if evidence:
             thinking += " Tool evidence: " + "; ".join(evidence) + "."
         request = message_text(messages[-1]) if messages else ""
-        extras = self._extras(m, rgb, request)
+        extras = self._extras(m, image, request)
         plan = _query_plan(messages, ())
         answered = score
         if plan is not None and not plan.overall and plan.focus:

@@ -18,6 +18,10 @@ import openai
 from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
+from tooliqa.failures import BackendError, Failure, classify, retry_delay
+
+from .limits import MAX_RESPONSE_BYTES, CappedTransport
+
 __all__ = [
     "BackendError",
     "OpenAICompatibleChat",
@@ -25,6 +29,11 @@ __all__ = [
     "check_server",
     "make_chat_model",
 ]
+
+
+#: What reading a malformed reply body raises in the client libraries (``choices: null``
+#: is a TypeError, a wrong field type a pydantic ValidationError, which is a ValueError).
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError)
 
 
 class OpenAICompatibleChat(ChatOpenAI):
@@ -37,6 +46,13 @@ class OpenAICompatibleChat(ChatOpenAI):
     """
 
     backend_name: str = "openai"
+    #: Our retries of one request on a transient failure (HTTP 5xx/408/409/429, a lost
+    #: connection, a timeout), with jittered backoff or the server's ``Retry-After``. The
+    #: OpenAI client's own retries are off, so this is the whole count.
+    retries: int = 2
+    retry_backoff: float = 1.0
+    #: The largest response body read from the server (see :mod:`.limits`).
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     _client_loop: Any = PrivateAttr(default=None)
 
@@ -52,23 +68,62 @@ class OpenAICompatibleChat(ChatOpenAI):
         if self._client_loop is loop:
             return
         root = self.root_async_client
+        transport: Any = CappedTransport(
+            self.max_response_bytes, limits=openai.DEFAULT_CONNECTION_LIMITS
+        )
         self.root_async_client = root.with_options(
-            http_client=openai.DefaultAsyncHttpxClient(timeout=root.timeout)
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(timeout=root.timeout, transport=transport),
         )
         self.async_client = self.root_async_client.chat.completions
         self._client_loop = loop
 
+    def _wall_clock(self) -> float | None:
+        """The whole-request time limit: the client's timeout bounds each read, so a server
+        that trickles one byte a second would never trip it; this bounds the request."""
+        t = self.request_timeout
+        return (
+            float(t) if isinstance(t, int | float) and not isinstance(t, bool) and t > 0 else None
+        )
+
     async def _agenerate(
         self, messages: Any, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
     ) -> Any:
+        """One chat request, retried on transient failures; every failure comes out as a
+        :class:`BackendError` whose ``kind`` says what went wrong."""
         self._client_for_running_loop()
-        return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        limit = self._wall_clock()
+        attempt = 0
+        while True:
+            try:
+                call = super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+                return await (asyncio.wait_for(call, limit) if limit else call)
+            except Exception as exc:
+                failure = classify(exc)
+                if isinstance(exc, asyncio.TimeoutError | TimeoutError) and limit:
+                    failure = Failure("timeout", f"no complete reply within {limit:g} s")
+                elif failure.kind == "internal" and isinstance(exc, _MALFORMED):
+                    # raised while reading the reply (``choices: null``, a wrong type): its fault
+                    failure = Failure(
+                        "model", f"malformed reply from the model server: {failure.reason}"
+                    )
+                elif failure.kind == "internal":
+                    raise
+                if not failure.transient or attempt >= self.retries:
+                    raise BackendError(
+                        failure.reason, kind=failure.kind, status=failure.status,
+                        retry_after=failure.retry_after,
+                    ) from exc  # fmt: skip
+                attempt += 1
+                await asyncio.sleep(retry_delay(attempt, self.retry_backoff, failure.retry_after))
 
     def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
         """ChatOpenAI's result, plus the thinking a vLLM reasoning parser returns beside
         the content (``reasoning_content`` or ``reasoning``), kept in ``additional_kwargs``
         so the protocol sees that the model thought first."""
         result = super()._create_chat_result(response, generation_info)
+        if not result.generations:  # ``choices: []``: nothing to read (later code indexes [0])
+            raise ValueError("the reply has no choices")
         raw = response if isinstance(response, dict) else response.model_dump()
         for choice, generation in zip(raw.get("choices") or [], result.generations, strict=False):
             message = (choice or {}).get("message") or {}
@@ -90,10 +145,6 @@ class OpenAICompatibleChat(ChatOpenAI):
         return payload
 
 
-class BackendError(RuntimeError):
-    """The model server cannot be used (unreachable, wrong model, bad reply)."""
-
-
 @dataclass(frozen=True)
 class ServerConfig:
     """How to reach an OpenAI-compatible server and sample from it.
@@ -110,34 +161,101 @@ class ServerConfig:
     max_tokens: int | None = 1024
     timeout: float = 120.0
     max_retries: int = 2
+    backoff: float = 1.0
     seed: int | None = None
     logprobs: bool = False
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     @property
     def api_root(self) -> str:
-        url = self.base_url.rstrip("/")
-        return url if url.endswith("/v1") else url + "/v1"
+        """``base_url`` ending in ``/v1``; :class:`BackendError` unless an http(s) URL."""
+        return _http_api_root(self.base_url)
+
+
+#: URL schemes refused without a "did you mean http://" hint (they are not a host name).
+_OTHER_SCHEMES = frozenset({"file", "ftp", "data", "javascript", "mailto", "ws", "wss"})
+
+#: The largest ``/models`` reply read (a model list is a few kilobytes).
+_MODELS_MAX_BYTES = 1024 * 1024
+
+
+def _http_api_root(base_url: str) -> str:
+    """The API root (``/v1`` appended when missing) of an http(s) URL with a host;
+    :class:`BackendError` for anything else (``file:``, ``ftp:``, ``data:``, no scheme)."""
+    from urllib.parse import urlsplit
+
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        shown = url if len(url) <= 80 else url[:79] + "…"
+        hint = ""
+        if "://" not in url and parts.scheme.lower() not in _OTHER_SCHEMES:
+            hint = f"; did you mean {'http://' + shown!r}?"
+        raise BackendError(
+            "the server URL must start with http:// or https:// "
+            f"(e.g. http://127.0.0.1:8000/v1), not {shown!r}{hint}",
+            kind="client",
+        )
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answered as the HTTP error they are (urllib would follow ``ftp:`` too)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def check_server(base_url: str, *, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
     """The model names a server offers (``GET /v1/models``); raises :class:`BackendError`
-    with a readable reason when it cannot be reached."""
-    root = ServerConfig(base_url).api_root
+    with a readable reason when it cannot be reached.
+
+    Only http(s) URLs are requested and no redirect is followed; the whole check,
+    reading included, ends within about ``timeout`` seconds; a reply over 1 MiB or
+    not a JSON model list is refused, and no reply text is repeated in the error.
+    """
+    import time
+
+    root = _http_api_root(base_url)
     req = urllib.request.Request(root + "/models", headers={"Authorization": f"Bearer {api_key}"})
+    deadline = time.monotonic() + timeout
+    body = bytearray()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            payload = json.loads(resp.read().decode("utf-8"))
+        with urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout) as resp:
+            while chunk := resp.read1(64 * 1024):
+                body += chunk
+                if len(body) > _MODELS_MAX_BYTES:
+                    raise BackendError(
+                        f"server at {root} sent over {_MODELS_MAX_BYTES} bytes for /models",
+                        kind="model",
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError
     except urllib.error.HTTPError as exc:
-        raise BackendError(f"server at {root} answered HTTP {exc.code} for /models") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        exc.close()
+        raise BackendError(
+            f"server at {root} answered HTTP {exc.code} for /models",
+            kind="client" if 400 <= exc.code < 500 else "server",
+            status=exc.code,
+        ) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+            raise BackendError(
+                f"no answer from a model server at {root} within {timeout:g} s", kind="timeout"
+            ) from None
         raise BackendError(f"cannot reach a model server at {root}: {reason}") from None
-    except json.JSONDecodeError:
-        raise BackendError(f"server at {root} did not return JSON for /models") from None
-    models = [str(m["id"]) for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BackendError(
+            f"server at {root} did not return JSON for /models", kind="model"
+        ) from None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    models = [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    models = [m for m in models if m.strip()]
     if not models:
-        raise BackendError(f"server at {root} lists no models")
+        raise BackendError(f"server at {root} lists no models", kind="model")
     return models
 
 
@@ -152,7 +270,9 @@ def make_chat_model(config: ServerConfig) -> OpenAICompatibleChat:
         "model": model,
         "temperature": config.temperature,
         "timeout": config.timeout,
-        "max_retries": config.max_retries,
+        "max_retries": 0,  # ours: OpenAICompatibleChat.retries
+        "retries": config.max_retries,
+        "retry_backoff": config.backoff,
         "disable_streaming": True,
     }
     if config.top_p is not None:

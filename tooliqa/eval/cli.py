@@ -41,10 +41,34 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--tools", default="magnifier,gamma_corrector")
     p.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds per image before it counts as failed"
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds per model request, the whole reply included (default 120)",
     )
     p.add_argument(
-        "--retries", type=int, default=2, help="retries per image on transient server errors"
+        "--deadline",
+        type=float,
+        default=600.0,
+        help="seconds per image, all its turns together, before it fails as a timeout "
+        "(default 600)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries per model request on transient errors (HTTP 5xx/408/409/429, lost "
+        "connections, timeouts), with jittered backoff or the server's Retry-After (default 2)",
+    )
+    p.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry delay in seconds (default 1)"
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="on resume, assess again every failed image (by default only server and "
+        "timeout failures are retried; image, model, client (HTTP 4xx) and internal "
+        "failures are final)",
     )
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=1024)
@@ -124,6 +148,8 @@ def _contexts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             temperature=args.temperature,
             max_tokens=args.max_tokens,
             timeout=args.timeout,
+            max_retries=args.retries,
+            backoff=args.backoff,
         )
         model = make_chat_model(cfg)
         contexts[url] = make_context(model=model, **common)
@@ -142,7 +168,36 @@ def _write_report(
     return write_report(report, rows, out)
 
 
+def _log_to_file(db: str) -> Path:
+    """Internal errors (with tracebacks) go to a log file beside the database, not the
+    terminal."""
+    import logging
+
+    path = Path(db).with_suffix(".log")
+    logger = logging.getLogger("tooliqa.eval")
+    if not any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in logger.handlers):
+        handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+    return path
+
+
+def _failure_lines(summary: Any, log_path: Path) -> list[str]:
+    """What failed in a run, by kind, with the first reason of each."""
+    from tooliqa.failures import KINDS
+
+    order = {k: i for i, k in enumerate(KINDS)}
+    lines = []
+    for kind, (n, reason) in sorted(summary.failures.items(), key=lambda kv: order.get(kv[0], 99)):
+        hint = f" (tracebacks in {log_path})" if kind == "internal" else ""
+        lines.append(f"  {n} {kind}{hint}: e.g. {reason}")
+    return lines
+
+
 async def _eval(args: argparse.Namespace) -> int:
+    """0 when every image has a score; 1 when some have none (the summary says why);
+    2 for a usage error (nothing assessed)."""
     from tooliqa.backends.openai_compat import BackendError
 
     from .datasets import DatasetError, load_dataset
@@ -155,6 +210,9 @@ async def _eval(args: argparse.Namespace) -> int:
     except (DatasetError, BackendError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.deadline <= 0 or args.timeout <= 0 or args.retries < 0:
+        print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
+        return 2
     method = args.method or default_method
     settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,
                 "model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens}  # fmt: skip
@@ -164,13 +222,16 @@ async def _eval(args: argparse.Namespace) -> int:
     if args.prompt_style != "paper":
         settings["prompt_style"] = args.prompt_style
     run_ids = []
+    incomplete = 0
+    log_path = _log_to_file(args.db)
     with ResultStore(args.db) as store:
         for ds in datasets:
             for line in ds.problems:
                 print(f"{ds.name}: {line}", file=sys.stderr)
             summary = await run_dataset(
                 store, ds, contexts, method=method, settings=settings, concurrency=args.concurrency,
-                limit=args.limit, timeout=args.timeout, retries=args.retries, progress=not args.no_progress,
+                limit=args.limit, deadline=args.deadline, retry_failed=args.retry_failed,
+                progress=not args.no_progress,
             )  # fmt: skip
             run_ids.append(summary.run_id)
             print(
@@ -178,10 +239,31 @@ async def _eval(args: argparse.Namespace) -> int:
                 f"{summary.failed} failed, {summary.wall_s:.1f} s; per endpoint {summary.per_endpoint}",
                 file=sys.stderr,
             )
+            if summary.claimed_elsewhere:
+                print(
+                    f"{ds.name}: {summary.claimed_elsewhere} image(s) were assessed by another "
+                    "evaluation of this run at the same time",
+                    file=sys.stderr,
+                )
+            if not summary.complete:
+                incomplete += 1
+                print(
+                    f"{ds.name}: {summary.unscored} of {summary.total} image(s) have no score:",
+                    file=sys.stderr,
+                )
+                for line in _failure_lines(summary, log_path):
+                    print(line, file=sys.stderr)
         if args.report:
             paths = _write_report(store, args.report, run_ids, args.fit, args.bootstrap)
             print(f"report: {paths[0]}", file=sys.stderr)
         _print_summary(store, run_ids, args.fit)
+    if incomplete:
+        print(
+            "some images have no score (exit status 1); re-run the same command to retry "
+            "server and timeout failures, add --retry-failed to retry all",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

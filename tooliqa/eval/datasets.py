@@ -17,12 +17,14 @@ an image root. Readers accept the formats people already have:
 
 The format is detected from the extension and the first line unless given.
 
-Nothing is dropped silently: unparsable rows, non-numeric or non-finite MOS,
-duplicates (the first is kept), missing images and paths that escape the
-image root (``../x.jpg``, absolute paths elsewhere, symlinks pointing out) are
-excluded and reported in :attr:`Dataset.problems`, one line each; with
-``strict=True`` they raise :class:`DatasetError` instead. Escaping paths are
-never opened.
+Nothing is dropped silently: unparsable rows, rows with more or fewer fields
+than the header or the file's layout (never truncated: ``name,3,5`` under
+``image,mos`` is a decimal comma, not MOS 3), non-numeric or non-finite MOS,
+duplicates (the first is kept), missing images, names the file system refuses
+(too long, a symlink loop) and paths that escape the image root (``../x.jpg``,
+absolute paths elsewhere, symlinks pointing out) are excluded and reported in
+:attr:`Dataset.problems`, one line each; with ``strict=True`` they raise
+:class:`DatasetError` instead. Escaping paths are never opened.
 
 Attribute labels
 ----------------
@@ -81,6 +83,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 
 from .registry import Benchmark, find, suggest
@@ -383,13 +386,53 @@ def _require(path: Path, cols: dict[str, int], header: Sequence[str], line: int 
             )
 
 
+def _header_width(header: Sequence[str]) -> int:
+    """The number of header fields up to the last named one (trailing empty names dropped)."""
+    named = [i for i, name in enumerate(header) if name.strip()]
+    return named[-1] + 1 if named else 0
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_DIGITS = re.compile(r"\d+")
+
+
+def _split_decimal(fields: Sequence[str]) -> bool:
+    """Whether two neighbouring fields look like one number split at a decimal comma (3,5)."""
+    return any(
+        _INTEGER.fullmatch(a.strip()) and _DIGITS.fullmatch(b.strip()) for a, b in pairwise(fields)
+    )
+
+
+def _width_error(fields: Sequence[str], width: int, delim: str | None) -> str | None:
+    """Why a record does not have the header's ``width`` fields, or ``None`` when it does.
+
+    Extra fields that are all empty (a trailing delimiter) lose nothing and pass.
+    """
+    if len(fields) == width or (len(fields) > width and not any(f.strip() for f in fields[width:])):
+        return None
+    why = f"expected {width} fields like the header, got {len(fields)}"
+    if delim == "," and len(fields) > width and _split_decimal(fields):
+        why += "; a decimal comma (3,5 for 3.5) may be the cause: write 3.5 or quote the value"
+    return why
+
+
 def _row_from_fields(
     where: str,
     fields: Sequence[str],
     cols: dict[str, int],
     attrs: dict[str, int] | None = None,
+    *,
+    width: int | None = None,
+    delim: str | None = None,
 ) -> Row:
-    """A :class:`Row` from one record's fields, or an error row if columns are missing."""
+    """A :class:`Row` from one record's fields, or an error row if it has the wrong width.
+
+    With ``width`` (the header's) a record with fewer fields, or with more
+    non-empty ones, is an error row: nothing is truncated or guessed.
+    """
+    why = _width_error(fields, width, delim) if width is not None else None
+    if why is not None:
+        return Row(where, error=why)
     need = max(cols[r] for r in ("image", "mos")) + 1
     if len(fields) < need:
         return Row(where, error=f"expected at least {need} fields, got {len(fields)}")
@@ -435,6 +478,7 @@ def read_csv_labels(path: Path | str) -> list[Row]:
     header: list[str] | None = None
     cols: dict[str, int] = {}
     attrs: dict[str, int] = {}
+    width = 0
     rows: list[Row] = []
     try:
         for fields in reader:
@@ -445,8 +489,10 @@ def read_csv_labels(path: Path | str) -> list[Row]:
                 cols = _map_columns(header)
                 _require(path, cols, header, reader.line_num)
                 attrs = _attribute_columns(header, cols.values())
+                width = _header_width(header)
                 continue
-            rows.append(_row_from_fields(f"{path.name}:{reader.line_num}", fields, cols, attrs))
+            where = f"{path.name}:{reader.line_num}"
+            rows.append(_row_from_fields(where, fields, cols, attrs, width=width, delim=delim))
     except csv.Error as exc:
         raise DatasetError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
     return rows
@@ -459,7 +505,10 @@ def _read_whitespace_table(path: Path, lines: list[tuple[int, str]]) -> list[Row
     cols = _map_columns(header)
     _require(path, cols, header, head_no)
     attrs = _attribute_columns(header, cols.values())
-    return [_row_from_fields(f"{path.name}:{no}", line.split(), cols, attrs) for no, line in body]
+    return [
+        _row_from_fields(f"{path.name}:{no}", line.split(), cols, attrs, width=len(header))
+        for no, line in body
+    ]
 
 
 _TEXT_LAYOUTS: dict[tuple[int, bool], dict[str, int]] = {
@@ -566,6 +615,8 @@ def read_json(path: Path | str) -> list[Row]:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+        raise DatasetError(f"{path}: unreadable JSON ({_json_limit(exc)})") from exc
     if isinstance(data, dict) and isinstance(data.get("samples"), list):
         data = data["samples"]
     if not isinstance(data, list):
@@ -583,7 +634,16 @@ def read_jsonl(path: Path | str) -> list[Row]:
             rows.append(_row_from_object(where, json.loads(line)))
         except json.JSONDecodeError as exc:
             rows.append(Row(where, error=f"invalid JSON ({exc.msg})"))
+        except (ValueError, RecursionError) as exc:
+            rows.append(Row(where, error=f"unreadable JSON ({_json_limit(exc)})"))
     return rows
+
+
+def _json_limit(exc: BaseException) -> str:
+    """A short reason for JSON that parses but exceeds a limit of the parser."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0]
 
 
 FORMATS: dict[str, Callable[[Path], list[Row]]] = {
@@ -643,7 +703,7 @@ def _number(value: object) -> float | None:
         return None
     try:
         out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past 1e308
         return None
     return out if math.isfinite(out) else None
 
@@ -657,8 +717,31 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, its middle elided when it is long."""
+    text = repr(value)
+    if len(text) > limit:
+        text = f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+    return text
+
+
+def _fs_error(exc: BaseException) -> str:
+    """A short reason for a file-system error (``OSError``, symlink loop, unencodable name)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, RuntimeError):  # pathlib's "Symlink loop from ..." (Python < 3.13)
+        return "symlink loop"
+    if isinstance(exc, UnicodeError):
+        return "name not encodable on this file system"
+    return type(exc).__name__
+
+
 def _relative(raw: str, root: Path, root_real: Path) -> tuple[str | None, str | None]:
-    """``raw`` as a POSIX path relative to the root, or ``(None, reason)`` if it escapes."""
+    """``raw`` as a POSIX path relative to the root, or ``(None, reason)`` if it escapes.
+
+    A name the file system refuses (too long, a symlink loop, not encodable)
+    is a reason too, never an exception.
+    """
     text = raw.strip().replace("\\", "/")
     if not text or "\x00" in text:
         return None, "empty or invalid image name"
@@ -671,9 +754,21 @@ def _relative(raw: str, root: Path, root_real: Path) -> tuple[str | None, str | 
     norm_rel = posixpath.normpath(text)
     if norm_rel in (".", "..") or norm_rel.startswith("../"):
         return None, f"path {raw!r} points outside the dataset root"
-    if not _inside((root / norm_rel).resolve(), root_real):
+    try:
+        real = (root / norm_rel).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        return None, f"path {_shown(raw)} cannot be resolved ({_fs_error(exc)})"
+    if not _inside(real, root_real):
         return None, f"path {raw!r} resolves outside the dataset root (symlink)"
     return norm_rel, None
+
+
+def _is_file(path: Path) -> tuple[bool, str | None]:
+    """Whether ``path`` is a file, and why it could not be checked (``None`` if it could)."""
+    try:
+        return path.is_file(), None
+    except (OSError, RuntimeError, ValueError) as exc:
+        return False, _fs_error(exc)
 
 
 def _check_row(
@@ -684,17 +779,22 @@ def _check_row(
         return None, [f"{row.where}: {row.error}; skipped"]
     mos = _number(row.mos)
     if mos is None:
-        return None, [f"{row.where}: MOS {row.mos!r} is not a finite number; skipped"]
+        hint = _comma_hint(row.mos)
+        return None, [f"{row.where}: MOS {_shown(row.mos)} is not a finite number{hint}; skipped"]
     image, why = _relative(row.image, root, root_real)
     if image is None:
         return None, [f"{row.where}: {why}; skipped"]
-    if check_files and not (root / image).is_file():
-        return None, [f"{row.where}: image not found: {image}; skipped"]
+    if check_files:
+        found, why = _is_file(root / image)
+        if why is not None:
+            return None, [f"{row.where}: image {_shown(image)} cannot be read ({why}); skipped"]
+        if not found:
+            return None, [f"{row.where}: image not found: {image}; skipped"]
     notes: list[str] = []
     std = _number(row.std)
     if row.std not in (None, "") and (std is None or std < 0):
         notes.append(
-            f"{row.where}: std {row.std!r} is not a finite non-negative number; std dropped"
+            f"{row.where}: std {_shown(row.std)} is not a finite non-negative number; std dropped"
         )
         std = None
     ref = None
@@ -707,6 +807,13 @@ def _check_row(
     return Sample(image=image, mos=mos, std=std, split=split, ref=ref, attributes=labels), notes
 
 
+def _comma_hint(value: object) -> str:
+    """A hint when ``value`` is a number written with a decimal comma (``"3,5"``)."""
+    if isinstance(value, str) and "," in value and _number(value.replace(",", ".")) is not None:
+        return " (a decimal comma? write it with a decimal point)"
+    return ""
+
+
 def _check_attributes(row: Row, notes: list[str]) -> dict[str, float]:
     """The row's attribute labels as floats; empty values are no label, bad ones are noted."""
     labels: dict[str, float] = {}
@@ -715,7 +822,9 @@ def _check_attributes(row: Row, notes: list[str]) -> dict[str, float]:
             continue
         value = _number(raw)
         if value is None:
-            notes.append(f"{row.where}: {key} label {raw!r} is not a finite number; label dropped")
+            notes.append(
+                f"{row.where}: {key} label {_shown(raw)} is not a finite number; label dropped"
+            )
         else:
             labels[key] = value
     return labels
@@ -735,7 +844,10 @@ def validate_rows(
     rows: Sequence[Row], root: Path, *, check_files: bool = True
 ) -> tuple[list[Sample], list[str]]:
     """Turn rows into samples, dropping and reporting invalid and duplicate ones."""
-    root_real = root.resolve()
+    try:
+        root_real = root.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DatasetError(f"{root}: image root cannot be resolved ({_fs_error(exc)})") from exc
     samples: list[Sample] = []
     problems: list[str] = []
     first_seen: dict[str, str] = {}

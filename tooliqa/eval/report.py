@@ -788,7 +788,7 @@ def _markdown(report: Mapping[str, Any]) -> str:
 
     if report.get("warnings"):
         lines += ["## Warnings", ""]
-        lines += [f"- {w}" for w in report["warnings"]]
+        lines += [f"- {_md(w)}" for w in report["warnings"]]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

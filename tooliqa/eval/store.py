@@ -14,21 +14,25 @@ existed get it added, NULL, when opened.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from tooliqa.failures import KINDS, RETRIED_ON_RESUME
 from tooliqa.graph import Assessment
 
 __all__ = ["ERROR_KINDS", "ResultStore", "RunInfo"]
 
-#: Why an image has no score. ``backend`` errors (server down, timeout) are
-#: retried when a run resumes; the others are final.
-ERROR_KINDS = ("image", "backend", "model")
+#: Why an image has no score (see :mod:`tooliqa.failures`): ``server`` and ``timeout``
+#: failures, and ``backend`` ones written by older versions, are retried when a run
+#: resumes; the others are final unless a resume asks to retry every failure.
+ERROR_KINDS = (*KINDS, "backend")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,7 +68,32 @@ CREATE TABLE IF NOT EXISTS results (
     attr_labels   TEXT,
     PRIMARY KEY (run_id, dataset, image)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    run_id     TEXT NOT NULL,
+    dataset    TEXT NOT NULL,
+    image      TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (run_id, dataset, image)
+);
 """
+
+
+def _alive(host: str, pid: int, claimed_at: float, lease: float) -> bool:
+    """Whether a claim still holds: its process runs (same host) and its lease is not over."""
+    if time.time() - claimed_at > lease:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 @dataclass
@@ -177,15 +206,79 @@ class ResultStore:
         ]
 
     # results -------------------------------------------------------------
-    def done_images(
-        self, run_id: str, dataset: str, *, retry_backend_errors: bool = True
-    ) -> set[str]:
-        """Images already finished in this run (backend failures count as not done)."""
-        sql = "SELECT image FROM results WHERE run_id = ? AND dataset = ?"
-        if retry_backend_errors:
-            sql += " AND (error_kind IS NULL OR error_kind != 'backend')"
+    def done_images(self, run_id: str, dataset: str, *, retry_failed: bool = False) -> set[str]:
+        """Images finished in this run: scored, or failed for good. Transient failures
+        (:data:`~tooliqa.failures.RETRIED_ON_RESUME`) count as not done; with
+        ``retry_failed`` no failure does."""
+        sql = "SELECT image FROM results WHERE run_id = ? AND dataset = ? AND (score IS NOT NULL"
+        params: list[Any] = [run_id, dataset]
+        if not retry_failed:
+            kinds = sorted(RETRIED_ON_RESUME)
+            sql += f" OR error_kind IS NULL OR error_kind NOT IN ({','.join('?' * len(kinds))})"
+            params += kinds
+        with self._lock:
+            return {row[0] for row in self._conn.execute(sql + ")", params)}
+
+    def scored_images(self, run_id: str, dataset: str) -> set[str]:
+        """Images of this run that have a score."""
+        sql = "SELECT image FROM results WHERE run_id = ? AND dataset = ? AND score IS NOT NULL"
         with self._lock:
             return {row[0] for row in self._conn.execute(sql, (run_id, dataset))}
+
+    # claims: two evaluations of one run never assess the same image at once ---------
+    def claim(
+        self, run_id: str, dataset: str, image: str, owner: str, *, lease: float, since: float
+    ) -> Literal["claimed", "held", "done"]:
+        """Claim an image for ``owner``: ``claimed``; ``held`` when another live process
+        holds it; ``done`` when it has a score or someone stored it at or after ``since``
+        (a ``time.time()``: when the caller listed its work). A claim lapses when its
+        process is gone or after ``lease`` seconds."""
+        host, pid = socket.gethostname(), os.getpid()
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                held = self._conn.execute(
+                    "SELECT owner, host, pid, claimed_at FROM claims"
+                    " WHERE run_id = ? AND dataset = ? AND image = ?",
+                    (run_id, dataset, image),
+                ).fetchone()
+                if held and held[0] != owner and _alive(held[1], held[2], held[3], lease):
+                    self._conn.rollback()
+                    return "held"
+                row = self._conn.execute(
+                    "SELECT score, finished_at FROM results WHERE run_id = ? AND dataset = ? AND image = ?",
+                    (run_id, dataset, image),
+                ).fetchone()
+                if row and (row[0] is not None or row[1] >= since):
+                    self._conn.rollback()
+                    return "done"
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, dataset, image, owner, host, pid, time.time()),
+                )
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        return "claimed"
+
+    def release(self, run_id: str, owner: str, image: str | None = None) -> None:
+        """Drop ``owner``'s claim on ``image`` (all of its claims in the run when None)."""
+        sql, params = "DELETE FROM claims WHERE run_id = ? AND owner = ?", [run_id, owner]
+        if image is not None:
+            sql, params = sql + " AND image = ?", [*params, image]
+        with self._lock, self._conn:
+            self._conn.execute(sql, params)
+
+    def failures(self, run_id: str) -> dict[str, tuple[int, str]]:
+        """Failed images of a run by kind: kind -> (count, the first reason)."""
+        sql = (
+            "SELECT COALESCE(error_kind, 'model'), COUNT(*), MIN(COALESCE(error, ''))"
+            " FROM results WHERE run_id = ? AND score IS NULL GROUP BY 1"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, (run_id,)).fetchall()
+        return {str(k): (int(n), str(reason)) for k, n, reason in rows}
 
     def add_result(
         self,
@@ -202,7 +295,8 @@ class ResultStore:
         attempts: int = 1,
         attr_labels: Mapping[str, float] | None = None,
     ) -> None:
-        """Write one finished image (replacing an earlier backend failure of the same image).
+        """Write one finished image (replacing an earlier failure of the same image; a
+        scored image is never overwritten).
 
         ``attr_labels``: the image's human attribute scores (attribute key -> score).
         """
@@ -223,7 +317,7 @@ class ResultStore:
                 " tool_calls = excluded.tool_calls, seconds = excluded.seconds, endpoint = excluded.endpoint,"
                 " attempts = results.attempts + excluded.attempts, finished_at = excluded.finished_at,"
                 " attr_labels = excluded.attr_labels"
-                " WHERE results.error_kind = 'backend'",
+                " WHERE results.score IS NULL",
                 (run_id, dataset, image, mos, mos_norm, assessment.score, assessment.error, error_kind,
                  assessment.to_json(), u.input_tokens, u.output_tokens, len(assessment.steps), seconds,
                  endpoint, attempts, time.time(), labels),
