@@ -11,6 +11,7 @@ classic backend (or to a server named in the context): it is the graph that
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import time
@@ -23,7 +24,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
-from tooliqa.failures import BackendError, DeadlineExceeded, classify
+from tooliqa.failures import BackendError, DeadlineExceeded, classify, deadline_at
 from tooliqa.graph import Assessment, Context, Usage, compile_graph
 from tooliqa.graph.nodes import backend_name
 from tooliqa.graph.uncertainty import from_samples
@@ -95,6 +96,10 @@ def make_context(
     return ctx
 
 
+class NotAnImage(ImageError, TypeError):
+    """The input is no kind of image (a number, a list...)."""
+
+
 def load_image_input(
     image: ImageInput, limits: ImageLimits | None = None
 ) -> tuple[bytes, str | None]:
@@ -114,7 +119,7 @@ def load_image_input(
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         return buf.getvalue(), getattr(image, "filename", None) or None
-    raise TypeError(f"cannot assess an object of type {type(image).__name__}")
+    raise NotAnImage(f"cannot assess an object of type {type(image).__name__}")
 
 
 def _backend_error(exc: BaseException) -> BackendError | None:
@@ -123,22 +128,25 @@ def _backend_error(exc: BaseException) -> BackendError | None:
     if isinstance(exc, BackendError):
         return exc
     failure = classify(exc)
-    if failure.kind in ("image", "internal"):
-        return None
-    return BackendError(
-        failure.reason, kind=failure.kind, status=failure.status, retry_after=failure.retry_after
-    )
+    return None if failure.kind in ("image", "internal") else failure.error()
 
 
 async def _within(coro: Awaitable[T], deadline: float | None) -> T:
     """Await ``coro``; past ``deadline`` seconds it is cancelled and DeadlineExceeded raised."""
     if deadline is None:
         return await coro
-    task = asyncio.ensure_future(coro)
+    end = time.monotonic() + deadline
+    current = deadline_at.get()
+    token = deadline_at.set(end if current is None else min(current, end))
+    try:
+        task = asyncio.ensure_future(coro)  # the task copies the deadline with the context
+    finally:
+        deadline_at.reset(token)
     try:
         done, _ = await asyncio.wait({task}, timeout=deadline)
-    except BaseException:  # cancelled from outside: take the work down with it
+    except BaseException:  # cancelled from outside: take the work down with it, then go
         task.cancel()
+        await asyncio.wait({task})
         raise
     if not done:
         task.cancel()
@@ -232,10 +240,8 @@ async def _sampled(
             raise exc
     if not runs:
         raise raised[0]  # every sample failed: the first failure, as with samples=1
-    runs += [
-        Assessment.failure(f"{type(e).__name__}: {e}", image=name, kind=classify(e).kind)
-        for e in raised
-    ]
+    failures = [classify(e) for e in raised]
+    runs += [Assessment.failure(f.reason, image=name, kind=f.kind) for f in failures]
     result = combine_samples(runs)
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     return result
@@ -355,8 +361,6 @@ async def assess_many(
                 a = await aassess(
                     item, context=ctx, query=query, samples=samples, deadline=deadline
                 )
-            except TypeError as exc:  # not an image at all (e.g. a number)
-                return i, Assessment.failure(str(exc), image=shown, backend=label, kind="image")
             except Exception as exc:
                 failure = classify(exc)
                 return i, Assessment.failure(
@@ -371,6 +375,12 @@ async def assess_many(
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _keep(found: list[Path], err: OSError) -> None:
+    """A folder ``os.walk`` cannot read is kept: assessing it fails alone, with its reason."""
+    if err.filename:
+        found.append(Path(err.filename))
 
 
 def image_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -388,8 +398,10 @@ def image_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not is_dir:
             out.append(p)
             continue
-        found = []
-        for folder, _, names in os.walk(p, onerror=None, followlinks=False):
+        found: list[Path] = []
+        for folder, _, names in os.walk(
+            p, onerror=functools.partial(_keep, found), followlinks=False
+        ):
             for name in names:
                 f = Path(folder) / name
                 if f.suffix.lower() in exts:

@@ -314,7 +314,7 @@ async def _run_assess(args: argparse.Namespace) -> int:
     if args.samples < 1:
         print("error: --samples must be at least 1", file=sys.stderr)
         return 2
-    if args.deadline <= 0 or args.timeout <= 0 or args.retries < 0:
+    if not (args.deadline > 0 and args.timeout > 0 and args.retries >= 0):  # NaN included
         print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
         return 2
     temperature = args.temperature

@@ -20,7 +20,9 @@ or the server's ``Retry-After`` (capped at :data:`RETRY_AFTER_CAP` seconds).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ __all__ = [
     "Failure",
     "FailureKind",
     "classify",
+    "deadline_at",
     "retry_delay",
+    "time_left",
 ]
 
 FailureKind = Literal["image", "model", "client", "server", "timeout", "internal"]
@@ -104,6 +108,26 @@ class Failure:
     def transient(self) -> bool:
         return self.kind in ("server", "timeout")
 
+    def error(self) -> BackendError:
+        """This failure as the :class:`BackendError` a model call raises."""
+        return BackendError(
+            self.reason, kind=self.kind, status=self.status, retry_after=self.retry_after
+        )
+
+
+#: When (``time.monotonic()``) the assessment under way must be done; None for no deadline.
+#: Set by :func:`tooliqa.api.aassess` for the tasks of one image, read by the retry loop
+#: so that it never sleeps past it.
+deadline_at: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "tooliqa_deadline_at", default=None
+)
+
+
+def time_left() -> float | None:
+    """Seconds until the current assessment's deadline (None without one)."""
+    end = deadline_at.get()
+    return None if end is None else end - time.monotonic()
+
 
 def _reason(text: str) -> str:
     text = clean_text(" ".join(str(text).split()))
@@ -115,7 +139,8 @@ def _retry_after(headers: Any) -> float | None:
     try:
         raw = headers.get("retry-after-ms")
         if raw is not None:
-            return min(max(float(raw) / 1000.0, 0.0), RETRY_AFTER_CAP)
+            ms = float(raw)
+            return min(max(ms / 1000.0, 0.0), RETRY_AFTER_CAP) if math.isfinite(ms) else None
         raw = headers.get("retry-after")
     except Exception:
         return None
@@ -129,7 +154,7 @@ def _retry_after(headers: Any) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
         seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
@@ -195,7 +220,8 @@ def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) 
     """Seconds to wait before retry number ``attempt`` (1, 2, ...): the server's
     ``Retry-After`` when given (capped), else ``backoff * 2**(attempt-1)`` with full
     jitter (uniform in [0.5, 1.5] times that), itself capped at :data:`RETRY_AFTER_CAP`."""
-    if retry_after is not None:
+    if retry_after is not None and math.isfinite(retry_after):
         return min(max(retry_after, 0.0), RETRY_AFTER_CAP)
-    base = min(backoff * 2 ** max(attempt - 1, 0), RETRY_AFTER_CAP)
-    return base * random.uniform(0.5, 1.5)
+    base = backoff * 2 ** min(max(attempt - 1, 0), 30)
+    wait = base * random.uniform(0.5, 1.5)
+    return min(wait, RETRY_AFTER_CAP) if math.isfinite(wait) and wait > 0 else 0.0

@@ -1,6 +1,6 @@
 """A local OpenAI-compatible server that answers chat requests with pathologies.
 
-Each chat request draws one pathology (seeded): a well-formed answer or tool call, or one
+Each chat request draws one pathology: a well-formed answer or tool call, or one
 of the ways servers and models fail in the wild: malformed bodies (``choices: null``,
 truncated JSON, an HTML page), empty or non-text content, unknown tools, absurd boxes and
 scores, HTTP 4xx/5xx (with and without ``Retry-After``), a reset connection, a body that
@@ -14,6 +14,9 @@ terminal escape codes and HTML in tool names. Standard library only; 127.0.0.1.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
 import json
 import random
 import socket
@@ -72,6 +75,12 @@ def _status(
         return code, headers, body.encode()
 
     return reply
+
+
+@functools.cache
+def _bomb() -> bytes:
+    """200 KB of gzip that expands to a 20 MB chat completion."""
+    return gzip.compress(json.dumps(_completion(_message("x" * 20_000_000))).encode())
 
 
 #: Special replies the handler acts out instead of sending a body.
@@ -162,6 +171,10 @@ PATHOLOGIES: dict[str, tuple[float, Any]] = {
         1.0,
         lambda: (200, {"Content-Type": "text/html"}, b"<html><body>Bad gateway</body></html>"),
     ),
+    "gzip_bomb": (
+        1.0,
+        lambda: (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, _bomb()),
+    ),
     "truncated_json": (
         1.0,
         lambda: (200, {"Content-Type": "application/json"}, b'{"choices": [{"mess'),
@@ -195,7 +208,8 @@ class FuzzServer:
             raise ValueError(f"unknown pathologies {unknown}")
         self._names = names
         self._weights = [PATHOLOGIES[n][0] for n in names]
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self.drawn: list[str] = []
         self.trickle_s = trickle_s
@@ -222,8 +236,8 @@ class FuzzServer:
                     self._send(*_status(404)())
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                name = fuzz.draw()
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                name = fuzz.draw(body)
                 reply = PATHOLOGIES[name][1]()
                 try:
                     if reply == RESET:
@@ -251,9 +265,13 @@ class FuzzServer:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def draw(self) -> str:
+    def draw(self, body: bytes = b"") -> str:
+        digest = hashlib.sha256(body).hexdigest()
         with self._lock:
-            name = self._rng.choices(self._names, self._weights)[0]
+            repeat = self._seen.get(digest, 0)
+            self._seen[digest] = repeat + 1
+            rng = random.Random(f"{self._seed}:{digest}:{repeat}")
+            name = rng.choices(self._names, self._weights)[0]
             self.drawn.append(name)
             return name
 

@@ -155,16 +155,18 @@ def test_a_trickling_server_is_cut_by_the_request_time_limit(tmp_path):
 
 def test_the_per_image_deadline_covers_every_turn(tmp_path):
     _labels, root = _dataset(tmp_path, n=1)
-    with FuzzServer(only=["trickle"], trickle_s=0.2) as server:  # each turn under --timeout
+    # each reply takes about 1.5 s, well within --timeout; together they pass the deadline
+    with FuzzServer(only=["trickle"], trickle_s=0.004) as server:
         t0 = time.perf_counter()
         out = _tooliqa(
             "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
-            "--timeout", "100", "--deadline", "3",
+            "--timeout", "100", "--deadline", "2.5",
         )  # fmt: skip
         took = time.perf_counter() - t0
+        requests = len(server.drawn)
     (record,) = [json.loads(line) for line in out.stdout.splitlines()]
-    assert record["error_kind"] == "timeout" and "deadline of 3 s" in record["error"]
-    assert took < 30
+    assert record["error_kind"] == "timeout" and "deadline of 2.5 s" in record["error"]
+    assert requests >= 2 and took < 30
 
 
 def test_a_reply_over_the_byte_cap_is_refused_not_read(tmp_path):
@@ -177,6 +179,67 @@ def test_a_reply_over_the_byte_cap_is_refused_not_read(tmp_path):
     (record,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert record["error_kind"] == "model" and "over the limit" in record["error"]
     assert requests == 1  # not retried: the same request would get the same reply
+
+
+def test_a_compressed_reply_is_refused_not_expanded(tmp_path):
+    _labels, root = _dataset(tmp_path, n=1)
+    with FuzzServer(only=["gzip_bomb"]) as server:
+        out = _tooliqa(
+            "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
+        )  # fmt: skip
+    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert record["error_kind"] == "model" and "compressed" in record["error"]
+
+
+def test_model_requests_go_through_the_proxy_the_environment_names(tmp_path):
+    """The byte cap is a client hook, not a transport: HTTP(S)_PROXY still applies."""
+    import os
+
+    from chat_stub import ChatStub, StubReply
+
+    _labels, root = _dataset(tmp_path, n=1)
+    replies = [StubReply("<answer>Sharpness: [High]</answer>"), StubReply("<answer>4</answer>")]
+    with ChatStub(replies, model="behind-proxy") as proxy:
+        env = {**os.environ, "HTTP_PROXY": proxy.base_url.rsplit("/v1", 1)[0], "NO_PROXY": ""}
+        out = subprocess.run(
+            [sys.executable, "-m", "tooliqa.cli", "assess", str(root), "--json", "--server",
+             "http://model-host.invalid:8000/v1", "--model", "m", "--max-rounds", "0"],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert record["score"] == 4.0, out.stderr[-2000:]
+    assert len(proxy.requests) == 2
+
+
+def test_a_server_check_is_bounded_even_when_headers_trickle():
+    import socket
+    import threading
+
+    from tooliqa.backends.openai_compat import BackendError, check_server
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                if stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                time.sleep(0.3)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(BackendError, match=r"within 1\.5 s") as info:
+        check_server(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=1.5)
+    took = time.perf_counter() - t0
+    stop.set()
+    listener.close()
+    assert info.value.kind == "timeout" and took < 3.0
 
 
 def test_two_concurrent_evals_of_one_run_never_assess_an_image_twice(tmp_path):

@@ -160,6 +160,7 @@ def rubric_rows(page: Any) -> int:
 def test_page_loads_without_external_requests(page):
     assert "Tool-IQA" in page.title()
     for elem in ("upload", "run", "score", "gauge", "rubric-table", "steps", "status", "download"):
+        page.wait_for_selector(f"#{elem}", state="attached", timeout=30_000)  # a loaded machine
         assert page.locator(f"#{elem}").count() == 1, elem
     assert page.get_by_text("Check connection").is_visible()
     page.wait_for_timeout(500)

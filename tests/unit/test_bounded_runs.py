@@ -105,19 +105,32 @@ def test_an_internal_error_is_logged_with_its_traceback_and_the_run_goes_on(tmp_
 
 class TestClaims:
     def test_a_live_claim_keeps_others_out_and_a_dead_one_lapses(self, tmp_path):
+        def set_claim(image, **values):
+            cols = ", ".join(f"{k} = ?" for k in values)
+            with store._lock, store._conn:
+                store._conn.execute(
+                    f"UPDATE claims SET {cols} WHERE image = ?", (*values.values(), image)
+                )
+
         with ResultStore(tmp_path / "runs.sqlite") as store:
             now = time.time()
             assert store.claim("r", "d", "a.png", "me", lease=60, since=now) == "claimed"
             assert store.claim("r", "d", "a.png", "me", lease=60, since=now) == "claimed"
             assert store.claim("r", "d", "a.png", "other", lease=60, since=now) == "held"
             # a claim by a process that is gone (pid 2**22 + 1 does not exist) lapses
-            with store._lock, store._conn:
-                store._conn.execute("UPDATE claims SET pid = ? WHERE image = 'a.png'", (2**22 + 1,))
+            set_claim("a.png", pid=2**22 + 1)
             assert store.claim("r", "d", "a.png", "other", lease=60, since=now) == "claimed"
-            # ... and so does one older than its lease
-            assert store.claim("r", "d", "b.png", "me", lease=0.0, since=now) == "claimed"
-            time.sleep(0.01)
-            assert store.claim("r", "d", "b.png", "other", lease=0.0, since=now) == "claimed"
+            # ... and so does one whose pid now belongs to another process (a restart)
+            assert store.claim("r", "d", "b.png", "me", lease=60, since=now) == "claimed"
+            set_claim("b.png", started="1")
+            assert store.claim("r", "d", "b.png", "other", lease=60, since=now) == "claimed"
+            # a claim from another machine holds while it is renewed, then lapses
+            assert store.claim("r", "d", "c.png", "me", lease=60, since=now) == "claimed"
+            set_claim("c.png", owner="them", host="elsewhere/boot", claimed_at=now - 30)
+            assert store.claim("r", "d", "c.png", "other", lease=60, since=now) == "held"
+            set_claim("c.png", claimed_at=now - 61)
+            store.renew("r", "me")  # renewals are per owner: the one elsewhere is not renewed
+            assert store.claim("r", "d", "c.png", "other", lease=60, since=now) == "claimed"
             store.release("r", "other")
             assert store.claim("r", "d", "a.png", "third", lease=60, since=now) == "claimed"
 
@@ -211,3 +224,31 @@ def test_a_streamed_run_has_the_same_deadline(image_bytes):
     )
     chunks = asyncio.run(run(30))
     assert "finalize" in chunks[-1]
+
+
+def test_cancelling_a_bounded_stream_is_a_clean_cancellation():
+    from tooliqa.api import stream_within
+
+    closed = []
+
+    async def slow():
+        try:
+            while True:
+                await asyncio.sleep(10)
+                yield 1
+        finally:
+            closed.append(True)
+
+    async def consume():
+        async for _ in stream_within(slow(), 60):
+            pass
+
+    async def main():
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert closed == [True]

@@ -56,6 +56,9 @@ def test_retry_after_seconds_and_dates_are_capped():
     )
     assert classify(_status_error(503, {"retry-after": "soon"})).retry_after is None
     assert classify(_status_error(503, {"retry-after-ms": "250"})).retry_after == 0.25
+    for bad in ("nan", "inf", "-inf"):  # never a sleep that does not end
+        assert classify(_status_error(503, {"retry-after-ms": bad})).retry_after is None
+        assert classify(_status_error(503, {"retry-after": bad})).retry_after is None
 
 
 def test_other_failures():
@@ -83,4 +86,5 @@ def test_retry_delay_backs_off_with_jitter_and_honours_retry_after():
     assert min(delays) >= 2.0 and max(delays) <= 6.0 and len(set(delays)) > 100
     assert retry_delay(1, 1.0, retry_after=7.0) == 7.0
     assert retry_delay(1, 1.0, retry_after=1e9) == RETRY_AFTER_CAP
-    assert retry_delay(40, 1.0) <= 1.5 * RETRY_AFTER_CAP
+    assert all(retry_delay(n, 1.0) <= RETRY_AFTER_CAP for n in range(1, 200))
+    assert retry_delay(1, 1.0, retry_after=float("nan")) <= 1.5

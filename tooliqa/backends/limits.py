@@ -1,10 +1,13 @@
-"""A byte cap on what a model server may send back, at the HTTP transport.
+"""A byte cap on what a model server may send back, at the HTTP client.
 
 A server that answers with a 50 MB body would otherwise be read whole, parsed,
-stored and sent back in the next turn. :class:`CappedTransport` wraps httpx's
-transport: a declared ``Content-Length`` over the cap is refused before the body
-is read, and a body that streams past the cap is cut there with
-:class:`ReplyTooLarge`.
+stored and sent back in the next turn. :func:`capped_event_hooks` gives the OpenAI
+client's HTTP client two hooks: requests ask for an uncompressed reply (a
+compressed one could expand past any cap), and a reply that declares a
+``Content-Length`` over the cap, or comes compressed anyway, is refused before its
+body is read; a body that streams past the cap is cut there. Both raise
+:class:`ReplyTooLarge`. Hooks leave the client's own transport (and so its proxy
+settings) as they are.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
-__all__ = ["MAX_RESPONSE_BYTES", "CappedTransport", "ReplyTooLarge", "http_module", "http_modules"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "ReplyTooLarge",
+    "capped_event_hooks",
+    "http_module",
+    "http_modules",
+]
 
 #: The largest response body accepted from a model server (a 1,024-token reply with
 #: top-5 logprobs is well under 1 MB).
@@ -73,37 +82,33 @@ def _capped_stream() -> type:
     return CappedStream
 
 
-class CappedTransport:
-    """The OpenAI client's async HTTP transport with every response body capped at
-    ``max_bytes`` (duck-typed: it serves httpx and httpx2 clients alike)."""
+def _where(url: Any) -> str:
+    return f"{url.scheme}://{url.host}:{url.port or ''}{url.path}"
 
-    def __init__(self, max_bytes: int = MAX_RESPONSE_BYTES, **kwargs: Any) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self.max_bytes = max_bytes
-        self._inner = http_module().AsyncHTTPTransport(**kwargs)
 
-    async def __aenter__(self) -> CappedTransport:
-        await self._inner.__aenter__()
-        return self
+def capped_event_hooks(max_bytes: int = MAX_RESPONSE_BYTES) -> dict[str, list[Any]]:
+    """``event_hooks`` for an async httpx(2) client that cap every response body at
+    ``max_bytes`` (see the module docstring)."""
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive")
 
-    async def __aexit__(self, *exc: Any) -> None:
-        await self._inner.__aexit__(*exc)
+    async def on_request(request: Any) -> None:
+        request.headers["Accept-Encoding"] = "identity"
 
-    async def handle_async_request(self, request: Any) -> Any:
-        response = await self._inner.handle_async_request(request)
-        url = (
-            f"{request.url.scheme}://{request.url.host}:{request.url.port or ''}{request.url.path}"
-        )
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
-            await response.aclose()
+    async def on_response(response: Any) -> None:
+        url = _where(response.request.url)
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ReplyTooLarge(
+                f"reply from {url} is compressed ({encoding[:20]}) although an uncompressed "
+                "one was asked for; refused, as it could expand past the size limit"
+            )
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > max_bytes:
             raise ReplyTooLarge(
                 f"reply from {url} declares {int(declared)} bytes, over the limit of "
-                f"{self.max_bytes} bytes"
+                f"{max_bytes} bytes"
             )
-        response.stream = _capped_stream()(response.stream, self.max_bytes, url)
-        return response
+        response.stream = _capped_stream()(response.stream, max_bytes, url)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    return {"request": [on_request], "response": [on_response]}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,9 +20,9 @@ import openai
 from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
-from tooliqa.failures import BackendError, Failure, classify, retry_delay
+from tooliqa.failures import BackendError, Failure, classify, retry_delay, time_left
 
-from .limits import MAX_RESPONSE_BYTES, CappedTransport
+from .limits import MAX_RESPONSE_BYTES, capped_event_hooks
 
 __all__ = [
     "BackendError",
@@ -31,9 +33,13 @@ __all__ = [
 ]
 
 
-#: What reading a malformed reply body raises in the client libraries (``choices: null``
-#: is a TypeError, a wrong field type a pydantic ValidationError, which is a ValueError).
-_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+class _MalformedReply(ValueError):
+    """A reply body that could be read as JSON but not as a chat completion."""
+
+
+#: What a malformed reply body raises: ours (from :meth:`_create_chat_result`), or the
+#: client's JSON decoding of a body that is no JSON at all.
+_MALFORMED = (_MalformedReply, json.JSONDecodeError)
 
 
 class OpenAICompatibleChat(ChatOpenAI):
@@ -68,12 +74,10 @@ class OpenAICompatibleChat(ChatOpenAI):
         if self._client_loop is loop:
             return
         root = self.root_async_client
-        transport: Any = CappedTransport(
-            self.max_response_bytes, limits=openai.DEFAULT_CONNECTION_LIMITS
-        )
+        hooks = capped_event_hooks(self.max_response_bytes)
         self.root_async_client = root.with_options(
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(timeout=root.timeout, transport=transport),
+            http_client=openai.DefaultAsyncHttpxClient(timeout=root.timeout, event_hooks=hooks),
         )
         self.async_client = self.root_async_client.chat.completions
         self._client_loop = loop
@@ -110,21 +114,25 @@ class OpenAICompatibleChat(ChatOpenAI):
                 elif failure.kind == "internal":
                     raise
                 if not failure.transient or attempt >= self.retries:
-                    raise BackendError(
-                        failure.reason, kind=failure.kind, status=failure.status,
-                        retry_after=failure.retry_after,
-                    ) from exc  # fmt: skip
+                    raise failure.error() from exc
                 attempt += 1
-                await asyncio.sleep(retry_delay(attempt, self.retry_backoff, failure.retry_after))
+                wait = retry_delay(attempt, self.retry_backoff, failure.retry_after)
+                left = time_left()
+                if left is not None and wait >= left:  # the image's deadline comes first
+                    raise failure.error() from exc
+                await asyncio.sleep(wait)
 
     def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
         """ChatOpenAI's result, plus the thinking a vLLM reasoning parser returns beside
         the content (``reasoning_content`` or ``reasoning``), kept in ``additional_kwargs``
         so the protocol sees that the model thought first."""
-        result = super()._create_chat_result(response, generation_info)
+        try:
+            result = super()._create_chat_result(response, generation_info)
+            raw = response if isinstance(response, dict) else response.model_dump()
+        except Exception as exc:  # ``choices: null``, a message that is a string, ...
+            raise _MalformedReply(f"{type(exc).__name__}: {exc}") from exc
         if not result.generations:  # ``choices: []``: nothing to read (later code indexes [0])
-            raise ValueError("the reply has no choices")
-        raw = response if isinstance(response, dict) else response.model_dump()
+            raise _MalformedReply("the reply has no choices")
         for choice, generation in zip(raw.get("choices") or [], result.generations, strict=False):
             message = (choice or {}).get("message") or {}
             for key in ("reasoning_content", "reasoning"):
@@ -206,19 +214,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def check_server(base_url: str, *, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
-    """The model names a server offers (``GET /v1/models``); raises :class:`BackendError`
-    with a readable reason when it cannot be reached.
-
-    Only http(s) URLs are requested and no redirect is followed; the whole check,
-    reading included, ends within about ``timeout`` seconds; a reply over 1 MiB or
-    not a JSON model list is refused, and no reply text is repeated in the error.
-    """
-    import time
-
-    root = _http_api_root(base_url)
+def _read_models(root: str, api_key: str, timeout: float, deadline: float) -> bytes:
+    """The body of ``GET {root}/models`` (urllib, no redirects, at most 1 MiB)."""
     req = urllib.request.Request(root + "/models", headers={"Authorization": f"Bearer {api_key}"})
-    deadline = time.monotonic() + timeout
     body = bytearray()
     try:
         with urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout) as resp:
@@ -245,8 +243,38 @@ def check_server(base_url: str, *, api_key: str = "EMPTY", timeout: float = 10.0
                 f"no answer from a model server at {root} within {timeout:g} s", kind="timeout"
             ) from None
         raise BackendError(f"cannot reach a model server at {root}: {reason}") from None
+    return bytes(body)
+
+
+def check_server(base_url: str, *, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
+    """The model names a server offers (``GET /v1/models``); raises :class:`BackendError`
+    with a readable reason when it cannot be reached.
+
+    Only http(s) URLs are requested and no redirect is followed; the whole check,
+    headers and reading included, ends within ``timeout`` seconds (a server that
+    trickles is left to a background thread); a reply over 1 MiB or not a JSON model
+    list is refused, and no reply text is repeated in the error.
+    """
+    root = _http_api_root(base_url)
+    outcome: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["body"] = _read_models(root, api_key, timeout, time.monotonic() + timeout)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="tooliqa-check-server", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise BackendError(
+            f"no answer from a model server at {root} within {timeout:g} s", kind="timeout"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(outcome["body"].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise BackendError(
             f"server at {root} did not return JSON for /models", kind="model"

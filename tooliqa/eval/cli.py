@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,19 +171,22 @@ def _write_report(
     return write_report(report, rows, out)
 
 
-def _log_to_file(db: str) -> Path:
-    """Internal errors (with tracebacks) go to a log file beside the database, not the
-    terminal."""
-    import logging
-
+@contextlib.contextmanager
+def _log_to_file(db: str) -> Iterator[Path]:
+    """While in it, internal errors (with tracebacks) go to a log file beside the
+    database, not the terminal."""
     path = Path(db).with_suffix(".log")
     logger = logging.getLogger("tooliqa.eval")
-    if not any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in logger.handlers):
-        handler = logging.FileHandler(path, encoding="utf-8", delay=True)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    logger.propagate = False
-    return path
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.propagate = propagate
 
 
 def _failure_lines(summary: Any, log_path: Path) -> list[str]:
@@ -210,7 +216,7 @@ async def _eval(args: argparse.Namespace) -> int:
     except (DatasetError, BackendError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.deadline <= 0 or args.timeout <= 0 or args.retries < 0:
+    if not (args.deadline > 0 and args.timeout > 0 and args.retries >= 0):  # NaN included
         print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
         return 2
     method = args.method or default_method
@@ -223,8 +229,7 @@ async def _eval(args: argparse.Namespace) -> int:
         settings["prompt_style"] = args.prompt_style
     run_ids = []
     incomplete = 0
-    log_path = _log_to_file(args.db)
-    with ResultStore(args.db) as store:
+    with _log_to_file(args.db) as log_path, ResultStore(args.db) as store:
         for ds in datasets:
             for line in ds.problems:
                 print(f"{ds.name}: {line}", file=sys.stderr)

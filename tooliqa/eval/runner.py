@@ -99,6 +99,11 @@ class Progress:
 #: Seconds between looks at an image another evaluation of the same run is assessing.
 CLAIM_POLL_S = 0.5
 
+#: Seconds between renewals of this evaluation's claims, and how long a claim made on
+#: another machine holds without one.
+HEARTBEAT_S = 30.0
+CLAIM_LEASE_S = 4 * HEARTBEAT_S
+
 #: Where internal errors (bugs) are logged, with their tracebacks.
 log = logging.getLogger("tooliqa.eval")
 
@@ -210,7 +215,6 @@ async def run_dataset(
     done = store.done_images(run_id, dataset.name, retry_failed=retry_failed)
     todo = [s for s in samples if s.image not in done]
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    lease = (deadline or DEFAULT_DEADLINE) * (retries + 1) + 300.0
     elsewhere = 0
     endpoints = [_Endpoint(label, ctx) for label, ctx in contexts.items()]
     stream = progress if not isinstance(progress, bool) else (sys.stderr if progress else None)
@@ -234,7 +238,7 @@ async def run_dataset(
         while True:
             async with sem:
                 claim = store.claim(
-                    run_id, dataset.name, sample.image, owner, lease=lease, since=listed_at
+                    run_id, dataset.name, sample.image, owner, lease=CLAIM_LEASE_S, since=listed_at
                 )
                 if claim == "claimed":
                     return await assess(sample)
@@ -268,10 +272,17 @@ async def run_dataset(
         if on_result:
             on_result(sample, a)
 
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            store.renew(run_id, owner)
+
     t0 = clock["last"] = time.perf_counter()
+    beat = asyncio.ensure_future(heartbeat())
     try:
         await asyncio.gather(*(one(s) for s in todo))
     finally:
+        beat.cancel()
         wall = time.perf_counter() - t0
         store.release(run_id, owner)
         tick(finished=len(store.done_images(run_id, dataset.name)) >= len(samples))

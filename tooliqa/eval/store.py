@@ -76,24 +76,48 @@ CREATE TABLE IF NOT EXISTS claims (
     host       TEXT NOT NULL,
     pid        INTEGER NOT NULL,
     claimed_at REAL NOT NULL,
+    started    TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, dataset, image)
 );
 """
 
 
-def _alive(host: str, pid: int, claimed_at: float, lease: float) -> bool:
-    """Whether a claim still holds: its process runs (same host) and its lease is not over."""
-    if time.time() - claimed_at > lease:
-        return False
-    if host != socket.gethostname():
-        return True
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+#: This machine (and boot): claims made here are checked against its processes.
+_HOST = f"{socket.gethostname()}/{_boot_id()}"
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), "" where that
+    cannot be read but the process exists, None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
+        return None
+    except OSError:  # another user's process
+        return ""
+    return ""
+
+
+def _alive(host: str, pid: int, started: str, claimed_at: float, lease: float) -> bool:
+    """Whether a claim still holds: made on this machine, its process (the same pid AND
+    start time: a pid can be reused, e.g. after a container restart) still runs; made
+    elsewhere, its lease (renewed by the claimant's heartbeat) is not over."""
+    if host != _HOST:
+        return time.time() - claimed_at <= lease
+    now = _process_start(pid)
+    return now is not None and (not started or not now or now == started)
 
 
 @dataclass
@@ -125,6 +149,8 @@ class ResultStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable against process kills in WAL mode
         self._conn.executescript(_SCHEMA)
+        if "started" not in {row[1] for row in self._conn.execute("PRAGMA table_info(claims)")}:
+            self._conn.execute("ALTER TABLE claims ADD COLUMN started TEXT NOT NULL DEFAULT ''")
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(results)")}
         if "attr_labels" not in columns:  # a database from before attribute labels
             self._conn.execute("ALTER TABLE results ADD COLUMN attr_labels TEXT")
@@ -232,17 +258,18 @@ class ResultStore:
         """Claim an image for ``owner``: ``claimed``; ``held`` when another live process
         holds it; ``done`` when it has a score or someone stored it at or after ``since``
         (a ``time.time()``: when the caller listed its work). A claim lapses when its
-        process is gone or after ``lease`` seconds."""
-        host, pid = socket.gethostname(), os.getpid()
+        process is gone (same machine) or ``lease`` seconds after its last renewal (see
+        :meth:`renew`; another machine)."""
+        pid = os.getpid()
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 held = self._conn.execute(
-                    "SELECT owner, host, pid, claimed_at FROM claims"
+                    "SELECT owner, host, pid, started, claimed_at FROM claims"
                     " WHERE run_id = ? AND dataset = ? AND image = ?",
                     (run_id, dataset, image),
                 ).fetchone()
-                if held and held[0] != owner and _alive(held[1], held[2], held[3], lease):
+                if held and held[0] != owner and _alive(held[1], held[2], held[3], held[4], lease):
                     self._conn.rollback()
                     return "held"
                 row = self._conn.execute(
@@ -253,14 +280,25 @@ class ResultStore:
                     self._conn.rollback()
                     return "done"
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, dataset, image, owner, host, pid, time.time()),
-                )
+                    "INSERT OR REPLACE INTO claims (run_id, dataset, image, owner, host, pid,"
+                    " claimed_at, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, dataset, image, owner, _HOST, pid, time.time(),
+                     _process_start(pid) or ""),
+                )  # fmt: skip
                 self._conn.commit()
             except BaseException:
                 self._conn.rollback()
                 raise
         return "claimed"
+
+    def renew(self, run_id: str, owner: str) -> None:
+        """Renew ``owner``'s claims in the run (a heartbeat: claims seen from another
+        machine lapse ``lease`` seconds after the last renewal)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE claims SET claimed_at = ? WHERE run_id = ? AND owner = ?",
+                (time.time(), run_id, owner),
+            )
 
     def release(self, run_id: str, owner: str, image: str | None = None) -> None:
         """Drop ``owner``'s claim on ``image`` (all of its claims in the run when None)."""
