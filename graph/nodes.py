@@ -11,9 +11,17 @@ import time
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, Overwrite
 
 from tooliqa.tools import (
     clean_text,
@@ -183,6 +191,34 @@ def _clean_reply(reply: AIMessage) -> AIMessage:
     )
 
 
+def _fresh_run(*, keep_plan: bool) -> dict[str, Any]:
+    """The state a run starts from: every key a run fills, empty, with the reducers' keys
+    overwritten rather than added to. A run on a thread that already holds an earlier
+    run (a checkpointer and one ``thread_id``) thus sees nothing of it: not its score,
+    rubric, steps, messages or plan (``keep_plan``: this run's ``plan`` node just ran)."""
+    fresh: dict[str, Any] = {
+        "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES)],
+        "steps": Overwrite([]),
+        "replies": Overwrite([]),
+        "protocol": Overwrite([]),
+        "errors": Overwrite([]),
+        "usage": Overwrite({}),
+        "timings": Overwrite({}),
+        "pending": None,
+        "score": None,
+        "rationale": "",
+        "answer": "",
+        "uncertainty": None,
+        "attribute_scores": {},
+        "answer_regions": [],
+        "query_answer": None,
+        "assessment": {},
+    }
+    if not keep_plan:
+        fresh["plan"] = None
+    return fresh
+
+
 def _specs(ctx: Context) -> list[dict[str, Any]]:
     return tool_specs(ctx.enabled_tools, ctx.bbox_convention, strict=ctx.strict_tools)
 
@@ -257,8 +293,9 @@ async def observe(
     system = SYSTEM_PROMPT
     if ctx.tool_protocol == "text" and ctx.tools_available:
         system += "\n\n" + tools_system_prompt(_specs(ctx))
+    asked = bool((state.get("query") or "").strip())
     text = rubric_prompt(ctx.prompt_style, state.get("query"))
-    query_plan = _plan(state)
+    query_plan = _plan(state) if asked else None
     if query_plan is not None:
         text += "\n" + query_plan.instructions()
     if ctx.structured_output:
@@ -284,7 +321,8 @@ async def observe(
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
     gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
     update = {
-        "messages": [*messages, reply, gate],
+        **_fresh_run(keep_plan=asked),
+        "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages, reply, gate],
         "image_info": {
             "width": decoded.width,
             "height": decoded.height,
@@ -294,12 +332,12 @@ async def observe(
         },
         "rubric": rubric,
         "rubric_note": note,
-        "protocol": [rubric_turn.model_dump()],
+        "protocol": Overwrite([rubric_turn.model_dump()]),
         "rounds": 0,
-        "usage": usage,
-        "errors": errors,
+        "usage": Overwrite(usage),
+        "errors": Overwrite(errors),
         "forced_answer": not ctx.tools_available,
-        "timings": {"observe_s": time.perf_counter() - t0, "model_s": model_s},
+        "timings": Overwrite({"observe_s": time.perf_counter() - t0, "model_s": model_s}),
     }
     return Command(update=update, goto="decide" if ctx.tools_available else "quantify")
 
@@ -568,4 +606,5 @@ async def finalize(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         state, backend=backend_name(model), model=_model_label(model)
     )
     _emit(runtime, {"type": "final", "score": assessment.score, "rationale": assessment.rationale})
-    return {"assessment": assessment.model_dump(mode="json")}
+    # the inputs a next run on the same thread may leave out start empty, not as this run's
+    return {"assessment": assessment.model_dump(mode="json"), "query": None, "image_name": None}
