@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -20,15 +21,30 @@ from .state import InputState, State
 __all__ = ["build_graph", "compile_graph", "graph"]
 
 
+def _context_default(node: Any, schema: type[Context], default: list[Context]) -> Any:
+    """``node`` with ``schema()`` as its context when a run gives none (one instance per
+    graph, made on first use: e.g. the app graph's classic backend)."""
+
+    @functools.wraps(node)
+    async def run(state: Any, runtime: Any) -> Any:
+        if runtime.context is None:
+            if not default:
+                default.append(schema())
+            runtime = runtime.override(context=default[0])
+        return await node(state, runtime)
+
+    return run
+
+
 def build_graph(context_schema: type[Context] = Context) -> StateGraph[Any, Any, Any, Any]:
-    """The uncompiled graph (add it to a parent graph, or compile with a checkpointer)."""
+    """The uncompiled graph (add it to a parent graph, or compile with a checkpointer).
+    A run without a context uses ``context_schema()``: for :class:`Context` that names no
+    model (the first node says so), for :class:`tooliqa.api.AppContext` the classic backend."""
     builder = StateGraph(State, context_schema=context_schema, input_schema=InputState)
-    builder.add_node("plan", plan)
-    builder.add_node("observe", observe)
-    builder.add_node("decide", decide)
-    builder.add_node("tool", tool)
-    builder.add_node("quantify", quantify)
-    builder.add_node("finalize", finalize)
+    default: list[Context] = []
+    for name, node in (("plan", plan), ("observe", observe), ("decide", decide), ("tool", tool),
+                       ("quantify", quantify), ("finalize", finalize)):  # fmt: skip
+        builder.add_node(name, _context_default(node, context_schema, default))
     builder.add_conditional_edges(START, route_start, ["plan", "observe"])
     builder.add_edge("plan", "observe")
     builder.add_edge("quantify", "finalize")

@@ -109,3 +109,15 @@ def test_load_image_input_names(tmp_path, image_bytes):
     p.write_bytes(image_bytes)
     assert load_image_input(p) == (image_bytes, str(p))
     assert load_image_input(image_bytes) == (image_bytes, None)
+
+
+def test_app_graph_without_any_context_uses_the_classic_backend(image_bytes):
+    out = asyncio.run(graph.ainvoke({"image": image_bytes}))
+    assert out["assessment"]["backend"] == "classic" and 1 <= out["assessment"]["score"] <= 5
+
+
+def test_bare_graph_without_a_context_says_what_is_missing(image_bytes):
+    from tooliqa.graph import graph as bare
+
+    with pytest.raises(ValueError, match=r"Context\.model is not set"):
+        asyncio.run(bare.ainvoke({"image": image_bytes}))
