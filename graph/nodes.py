@@ -7,6 +7,7 @@ so the message list always ends with what the next model call must answer.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from tooliqa.tools import (
     clean_value,
     data_url,
     decode_image_cached,
+    image_bytes,
     model_image,
     run_view_tool,
     tool_specs,
@@ -191,6 +193,13 @@ def _clean_reply(reply: AIMessage) -> AIMessage:
     )
 
 
+def _files_allowed() -> bool:
+    """Whether an ``image`` input may name a file to read: only when whoever runs the graph
+    says so in its environment (``TOOLIQA_ALLOW_IMAGE_FILES=1``), never a client, whose
+    context of a served graph is its own to write."""
+    return os.environ.get("TOOLIQA_ALLOW_IMAGE_FILES", "").strip().lower() in ("1", "true", "yes")
+
+
 def _fresh_run(*, keep_plan: bool) -> dict[str, Any]:
     """The state a run starts from: every key a run fills, empty, with the reducers' keys
     overwritten rather than added to. A run on a thread that already holds an earlier
@@ -286,10 +295,9 @@ async def observe(
     """Show the image with the rubric prompt; record the rubric note."""
     ctx = runtime.context
     t0 = time.perf_counter()
-    decoded = await _offload(
-        len(state["image"]) > _INLINE_BYTES, decode_image_cached, state["image"], ctx.image_limits
-    )
-    payload, mime, info = model_image(state["image"], decoded, ctx.max_pixels)
+    data = image_bytes(state["image"], ctx.image_limits, allow_files=_files_allowed())
+    decoded = await _offload(len(data) > _INLINE_BYTES, decode_image_cached, data, ctx.image_limits)
+    payload, mime, info = model_image(data, decoded, ctx.max_pixels)
     system = SYSTEM_PROMPT
     if ctx.tool_protocol == "text" and ctx.tools_available:
         system += "\n\n" + tools_system_prompt(_specs(ctx))
@@ -322,6 +330,7 @@ async def observe(
     gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
     update = {
         **_fresh_run(keep_plan=asked),
+        "image": data,
         "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages, reply, gate],
         "image_info": {
             "width": decoded.width,
@@ -446,7 +455,8 @@ async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> V
             message=f"Tool call failed: {pending['reason']}",
             valid_call=False,
         )
-    decoded = decode_image_cached(state["image"], ctx.image_limits)
+    data = image_bytes(state["image"], ctx.image_limits)  # bytes since observe
+    decoded = decode_image_cached(data, ctx.image_limits)
     big = decoded.width * decoded.height > _INLINE_PIXELS
     return await _offload(
         big,

@@ -21,9 +21,11 @@ def merge_counts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> d
 
 
 class InputState(TypedDict):
-    """What a caller gives the graph."""
+    """What a caller gives the graph. ``image``: the encoded image as bytes (in process),
+    or as base64 text or a ``data:`` URL (what JSON clients send; see
+    :func:`tooliqa.tools.image_bytes`); the first node stores it as bytes."""
 
-    image: bytes
+    image: bytes | str
     image_name: NotRequired[str | None]
     query: NotRequired[str | None]
 

@@ -9,10 +9,12 @@ message that names the problem.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 import math
 import os
+import re
 import stat
 import warnings
 from collections import OrderedDict
@@ -35,6 +37,7 @@ __all__ = [
     "decode_image_cached",
     "encode_image",
     "fit_within_pixels",
+    "image_bytes",
     "image_digest",
     "model_image",
     "read_image_bytes",
@@ -184,6 +187,60 @@ def _peak_value(img: Image.Image) -> float | None:
             arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
         peak = max(peak, float(arr.max(initial=0)))
     return peak
+
+
+_DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]*)(?P<params>(?:;[\w=.-]+)*?);base64,", re.I)
+_PATH_LIKE = re.compile(r"(?:file://|/|\./|\.\./|~|[A-Za-z]:[\\/])")
+
+
+def image_bytes(
+    value: bytes | bytearray | memoryview | str,
+    limits: ImageLimits | None = None,
+    *,
+    allow_files: bool = False,
+) -> bytes:
+    """The encoded image in a graph input: bytes as they are; text as a ``data:`` URL
+    or plain base64 (what a JSON client such as LangGraph Studio, ``langgraph_sdk`` or
+    ``RemoteGraph`` can send); a local path or ``file://`` URL only with
+    ``allow_files`` (a served graph must not read its server's files for any
+    client). The byte cap applies before decoding. Raises :class:`ImageError`."""
+    limits = limits or ImageLimits()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ImageError(
+            f"an image is bytes or text (base64, a data URL), not {type(value).__name__}"
+        )
+    text = value.strip()
+    if text.lower().startswith(("http://", "https://")):
+        raise ImageError(
+            "image URLs are not fetched by the graph: send the image itself, as base64 or a "
+            "data: URL"
+        )
+    if _PATH_LIKE.match(text) and len(text) < 4096:
+        if not allow_files:
+            raise ImageError(
+                "the image is a file path, and reading files named in the input is off "
+                "(TOOLIQA_ALLOW_IMAGE_FILES=1 where the graph runs turns it on): send the image "
+                "itself, as base64 or a data: URL"
+            )
+        path = text[len("file://") :] if text.lower().startswith("file://") else text
+        return read_image_bytes(os.path.expanduser(path), limits)
+    match = _DATA_URL.match(text)
+    payload = text[match.end() :] if match else text
+    payload = "".join(payload.split())
+    if len(payload) * 3 // 4 > limits.max_bytes:
+        raise ImageError(
+            f"the image text holds about {len(payload) * 3 // 4} bytes, over the limit of "
+            f"{limits.max_bytes}"
+        )
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        what = "data: URL" if match else "image text"
+        raise ImageError(
+            f"the {what} is not valid base64 (an image is bytes, base64 or a data: URL)"
+        ) from None
 
 
 def _to_rgb_array(img: Image.Image, peak: float | None = None) -> np.ndarray:

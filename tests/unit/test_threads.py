@@ -61,3 +61,50 @@ def test_a_question_does_not_carry_over_to_the_next_run():
     assert asked["assessment"]["query_answer"] is not None
     assert plain["assessment"]["query"] is None and plain["assessment"]["query_answer"] is None
     assert plain.get("plan") is None
+
+
+class TestImageAsText:
+    """What a JSON client (Studio, langgraph_sdk, RemoteGraph) can send: base64 or a data URL."""
+
+    def _score(self, image):
+        from tooliqa.api import graph
+
+        return asyncio.run(graph.ainvoke({"image": image}))["assessment"]
+
+    def test_base64_and_data_urls_score_as_the_bytes_do(self):
+        import base64
+
+        data = (EXAMPLES / IMAGES[1]).read_bytes()
+        text = base64.b64encode(data).decode()
+        want = self._score(data)["score"]
+        assert self._score(text)["score"] == want
+        assert self._score(f"data:image/jpeg;base64,{text}")["score"] == want
+        wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))  # MIME style
+        assert self._score(wrapped)["score"] == want
+
+    def test_paths_and_urls_are_refused_unless_the_process_allows_files(self, monkeypatch):
+        import pytest
+
+        from tooliqa.tools import ImageError, image_bytes
+
+        path = str(EXAMPLES / IMAGES[1])
+        for value in (path, "file://" + path, "https://example.com/x.jpg"):
+            with pytest.raises(ImageError, match="send the image itself"):
+                self._score(value)
+        monkeypatch.setenv("TOOLIQA_ALLOW_IMAGE_FILES", "1")
+        assert 1 <= self._score(path)["score"] <= 5
+        assert (
+            image_bytes("file://" + path, allow_files=True) == (EXAMPLES / IMAGES[1]).read_bytes()
+        )
+
+    def test_bad_text_is_a_clear_image_error(self):
+        import pytest
+
+        from tooliqa.tools import ImageError, ImageLimits, image_bytes
+
+        with pytest.raises(ImageError, match="not valid base64"):
+            image_bytes("not an image at all!")
+        with pytest.raises(ImageError, match="over the limit"):
+            image_bytes("A" * 4000, ImageLimits(max_bytes=1000))
+        with pytest.raises(ImageError, match="not int"):
+            image_bytes(42)  # type: ignore[arg-type]
