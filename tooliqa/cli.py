@@ -79,25 +79,9 @@ def _assess_parser(sub: Any) -> None:
         "magnifier regions are always listed)",
     )
     p.add_argument("--max-tokens", type=int, default=1024)
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        help="seconds per model request, the whole reply included (default 120)",
-    )
-    p.add_argument(
-        "--deadline",
-        type=float,
-        default=600.0,
-        help="seconds per image, all its turns together (default 600)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="retries per model request on transient errors (HTTP 5xx/408/409/429, lost "
-        "connections, timeouts; default 2)",
-    )
+    from tooliqa.eval.cli import add_limit_arguments
+
+    add_limit_arguments(p)
     p.add_argument(
         "--text-tools", action="store_true", help="list tools in the prompt instead of OpenAI tools"
     )
@@ -314,8 +298,10 @@ async def _run_assess(args: argparse.Namespace) -> int:
     if args.samples < 1:
         print("error: --samples must be at least 1", file=sys.stderr)
         return 2
-    if not (args.deadline > 0 and args.timeout > 0 and args.retries >= 0):  # NaN included
-        print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
+    from tooliqa.eval.cli import limits_error
+
+    if limits_error(args):
+        print(f"error: {limits_error(args)}", file=sys.stderr)
         return 2
     temperature = args.temperature
     if temperature is None:
@@ -335,7 +321,7 @@ async def _run_assess(args: argparse.Namespace) -> int:
 
         cfg = ServerConfig(
             args.server, args.model, temperature=temperature, max_tokens=args.max_tokens,
-            timeout=args.timeout, max_retries=args.retries,
+            timeout=args.timeout, max_retries=args.retries, backoff=args.backoff,
         )  # fmt: skip
         try:
             model = make_chat_model(cfg)

@@ -252,3 +252,20 @@ def test_cancelling_a_bounded_stream_is_a_clean_cancellation():
 
     asyncio.run(main())
     assert closed == [True]
+
+
+def test_limit_flags_share_the_library_defaults_and_refuse_nonsense(tmp_path, capsys):
+    from tooliqa.api import DEFAULT_DEADLINE
+    from tooliqa.backends.openai_compat import ServerConfig
+    from tooliqa.cli import build_parser, main
+
+    for command in (["assess", "x.png"], ["eval", "--dataset", "d=l.csv"]):
+        args = build_parser().parse_args(command)
+        assert args.deadline == DEFAULT_DEADLINE and args.timeout == ServerConfig.timeout
+        assert args.retries == ServerConfig.max_retries and args.backoff == ServerConfig.backoff
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    for flag in ("--deadline", "--timeout"):
+        for bad in ("nan", "0", "-1"):
+            assert main(["assess", str(image), flag, bad]) == 2
+            assert "must be positive" in capsys.readouterr().err

@@ -11,7 +11,44 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_eval_parser", "add_report_parser", "run_eval", "run_report"]
+__all__ = ["add_eval_parser", "add_limit_arguments", "add_report_parser", "run_eval", "run_report"]
+
+
+def add_limit_arguments(p: Any) -> None:
+    """``--timeout``, ``--deadline``, ``--retries`` and ``--backoff`` (``assess`` and
+    ``eval``). Their defaults are those of :class:`~tooliqa.backends.openai_compat.ServerConfig`
+    and :data:`tooliqa.api.DEFAULT_DEADLINE` (not imported here: ``--help`` stays quick;
+    a test holds them equal)."""
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds per model request, the whole reply included (default 120)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=600.0,
+        help="seconds per image, all its turns together, before it fails as a timeout "
+        "(default 600)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries per model request on transient errors (HTTP 5xx/408/409/429, lost "
+        "connections, timeouts), with jittered backoff or the server's Retry-After (default 2)",
+    )
+    p.add_argument(
+        "--backoff", type=float, default=1.0, help="first retry delay in seconds (default 1)"
+    )
+
+
+def limits_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the limits given, if anything (NaN included)."""
+    if not (args.deadline > 0 and args.timeout > 0 and args.retries >= 0 and args.backoff >= 0):
+        return "--deadline and --timeout must be positive, --retries and --backoff >= 0"
+    return None
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -43,29 +80,7 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("--report", type=Path, metavar="DIR", help="write a report of these runs to DIR")
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--tools", default="magnifier,gamma_corrector")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        help="seconds per model request, the whole reply included (default 120)",
-    )
-    p.add_argument(
-        "--deadline",
-        type=float,
-        default=600.0,
-        help="seconds per image, all its turns together, before it fails as a timeout "
-        "(default 600)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="retries per model request on transient errors (HTTP 5xx/408/409/429, lost "
-        "connections, timeouts), with jittered backoff or the server's Retry-After (default 2)",
-    )
-    p.add_argument(
-        "--backoff", type=float, default=1.0, help="first retry delay in seconds (default 1)"
-    )
+    add_limit_arguments(p)
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -216,8 +231,8 @@ async def _eval(args: argparse.Namespace) -> int:
     except (DatasetError, BackendError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not (args.deadline > 0 and args.timeout > 0 and args.retries >= 0):  # NaN included
-        print("error: --deadline and --timeout must be positive, --retries >= 0", file=sys.stderr)
+    if limits_error(args):
+        print(f"error: {limits_error(args)}", file=sys.stderr)
         return 2
     method = args.method or default_method
     settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,
