@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
+from pydantic.json_schema import SkipJsonSchema
 
 from tooliqa.tools import DEFAULT_TOOLS, TOOLS, BBoxConvention, ImageLimits, ViewSettings
 
@@ -50,7 +51,7 @@ class Context:
             magnifier steps' regions (see :mod:`tooliqa.graph.regions`).
     """
 
-    model: BaseChatModel | None = None
+    model: SkipJsonSchema[BaseChatModel | None] = None  # in process only: not in the JSON schema
     max_tool_rounds: int = 2
     enabled_tools: tuple[str, ...] = DEFAULT_TOOLS
     bbox_convention: BBoxConvention = "rel1000"
@@ -71,6 +72,8 @@ class Context:
     report_regions: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_limits, dict):  # a context sent as JSON (LangGraph Server)
+            self.image_limits = ImageLimits(**self.image_limits)
         if not 0 <= self.max_tool_rounds <= MAX_TOOL_ROUNDS:
             raise ValueError(f"max_tool_rounds must be between 0 and {MAX_TOOL_ROUNDS}")
         unknown = [t for t in self.enabled_tools if t not in TOOLS]

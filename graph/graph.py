@@ -16,31 +16,45 @@ from langgraph.graph.state import CompiledStateGraph
 
 from .context import Context
 from .nodes import decide, finalize, observe, plan, quantify, route_start, tool
-from .state import InputState, State
+from .state import InputState, OutputState, State
 
-__all__ = ["build_graph", "compile_graph", "graph"]
+__all__ = ["OutputState", "build_graph", "compile_graph", "graph"]
 
 
 def _context_default(node: Any, schema: type[Context], default: list[Context]) -> Any:
-    """``node`` with ``schema()`` as its context when a run gives none (one instance per
-    graph, made on first use: e.g. the app graph's classic backend)."""
+    """``node`` with a :class:`Context` whatever the run gives: its own; else (no context,
+    or a parent graph's context of another class) the parent context's ``tooliqa`` field
+    when that holds one; else ``schema()`` (one instance per graph, made on first use:
+    e.g. the app graph's classic backend)."""
 
     @functools.wraps(node)
     async def run(state: Any, runtime: Any) -> Any:
-        if runtime.context is None:
-            if not default:
-                default.append(schema())
-            runtime = runtime.override(context=default[0])
+        ctx = runtime.context
+        if not isinstance(ctx, Context):  # none, or a parent graph's own context
+            nested = ctx.get("tooliqa") if isinstance(ctx, dict) else getattr(ctx, "tooliqa", None)
+            if isinstance(nested, Context):
+                ctx = nested
+            else:
+                if not default:
+                    default.append(schema())
+                ctx = default[0]
+            runtime = runtime.override(context=ctx)
         return await node(state, runtime)
 
     return run
 
 
-def build_graph(context_schema: type[Context] = Context) -> StateGraph[Any, Any, Any, Any]:
+def build_graph(
+    context_schema: type[Context] = Context, *, output_schema: type[Any] | None = None
+) -> StateGraph[Any, Any, Any, Any]:
     """The uncompiled graph (add it to a parent graph, or compile with a checkpointer).
     A run without a context uses ``context_schema()``: for :class:`Context` that names no
-    model (the first node says so), for :class:`tooliqa.api.AppContext` the classic backend."""
-    builder = StateGraph(State, context_schema=context_schema, input_schema=InputState)
+    model (the first node says so), for :class:`tooliqa.api.AppContext` the classic backend.
+    ``output_schema=OutputState`` returns only the ``assessment`` (for parent graphs and
+    remote clients); by default the whole state comes back."""
+    builder = StateGraph(
+        State, context_schema=context_schema, input_schema=InputState, output_schema=output_schema
+    )
     default: list[Context] = []
     for name, node in (("plan", plan), ("observe", observe), ("decide", decide), ("tool", tool),
                        ("quantify", quantify), ("finalize", finalize)):  # fmt: skip
@@ -56,10 +70,14 @@ def compile_graph(
     *,
     checkpointer: Any = None,
     context_schema: type[Context] = Context,
+    output_schema: type[Any] | None = None,
     name: str = "tooliqa",
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Compile the assessment graph, optionally with a checkpointer (e.g. SqliteSaver)."""
-    return build_graph(context_schema).compile(checkpointer=checkpointer, name=name)
+    """Compile the assessment graph, optionally with a checkpointer (e.g. SqliteSaver)
+    and an output schema (:class:`OutputState`: the assessment only)."""
+    return build_graph(context_schema, output_schema=output_schema).compile(
+        checkpointer=checkpointer, name=name
+    )
 
 
 #: The compiled graph; pass ``context=Context(model=...)`` when invoking it.

@@ -9,7 +9,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import NotRequired, TypedDict
 
-__all__ = ["InputState", "State", "merge_counts"]
+__all__ = ["InputState", "OutputState", "State", "merge_counts"]
 
 
 def merge_counts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -28,6 +28,14 @@ class InputState(TypedDict):
     image: bytes | str
     image_name: NotRequired[str | None]
     query: NotRequired[str | None]
+
+
+class OutputState(TypedDict):
+    """What a graph compiled with ``output_schema=OutputState`` gives back to its caller,
+    a parent graph or a remote client: the Assessment as a JSON-ready dict, not the
+    run's internals (messages, steps with views, plan)."""
+
+    assessment: dict[str, Any]
 
 
 class State(InputState, total=False):

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
+from pydantic.json_schema import SkipJsonSchema
 
 from tooliqa.failures import BackendError, DeadlineExceeded, classify, deadline_at
-from tooliqa.graph import Assessment, Context, Usage, compile_graph
+from tooliqa.graph import Assessment, Context, OutputState, Usage, compile_graph
 from tooliqa.graph.nodes import backend_name
 from tooliqa.graph.uncertainty import from_samples
 from tooliqa.tools import ImageError, ImageLimits, decode_image_cached, read_image_bytes
@@ -59,7 +60,9 @@ class AppContext(Context):
 
     server: str | None = None
     server_model: str | None = None
-    _resolved: BaseChatModel | None = field(default=None, init=False, repr=False, compare=False)
+    _resolved: SkipJsonSchema[BaseChatModel | None] = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def get_model(self) -> BaseChatModel:
         if self.model is not None:
@@ -77,7 +80,12 @@ class AppContext(Context):
 
 
 #: The compiled graph with :class:`AppContext` (classic backend unless told otherwise).
-graph = compile_graph(context_schema=AppContext)
+graph = compile_graph(context_schema=AppContext, output_schema=OutputState)
+"""The graph ``langgraph.json`` serves and a parent graph embeds: the image (bytes, base64
+or a data URL) in, ``{"assessment": {...}}`` out."""
+
+#: The same graph returning its whole state (the views of the steps): what :func:`aassess` runs.
+_full_graph = compile_graph(context_schema=AppContext)
 
 
 def make_context(
@@ -312,7 +320,7 @@ async def _run_once(
     """One trajectory through the graph, as an Assessment with its views attached."""
     t0 = time.perf_counter()
     try:
-        state = await graph.ainvoke(inputs, config=config, context=ctx)
+        state = await _full_graph.ainvoke(inputs, config=config, context=ctx)
     except Exception as exc:
         translated = _backend_error(exc)
         if translated is not None:

@@ -5,15 +5,39 @@ later one."""
 from __future__ import annotations
 
 import asyncio
+import operator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
+from langchain_core.messages import AnyMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 from tooliqa.api import AppContext, make_context
 from tooliqa.graph import compile_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGES = ["astronaut_pristine.jpg", "coffee_blurred.jpg", "chelsea_noisy.jpg"]
+
+
+class Parent(TypedDict, total=False):
+    """A parent graph's state whose keys clash with the assessment graph's."""
+
+    image: bytes
+    messages: Annotated[list[AnyMessage], add_messages]
+    plan: list[str]
+    steps: Annotated[list[str], operator.add]
+    assessment: dict[str, Any]
+
+
+@dataclass
+class ParentContext:
+    """A parent's own context class, naming the assessment's context in ``tooliqa``."""
+
+    user: str = "someone"
+    tooliqa: AppContext = field(default_factory=lambda: AppContext(max_tool_rounds=0))
 
 
 def _inputs(name: str, query: str | None = None) -> dict:
@@ -108,3 +132,48 @@ class TestImageAsText:
             image_bytes("A" * 4000, ImageLimits(max_bytes=1000))
         with pytest.raises(ImageError, match="not int"):
             image_bytes(42)  # type: ignore[arg-type]
+
+
+def test_the_context_has_a_json_schema_and_can_arrive_as_json():
+    import base64
+    import json
+
+    from tooliqa.api import graph
+
+    schema = graph.get_context_jsonschema()
+    assert schema and "model" not in schema["properties"]  # a live model is in-process only
+    assert {"server", "server_model", "max_tool_rounds", "image_limits"} <= set(
+        schema["properties"]
+    )
+    json.dumps(schema)
+    data = base64.b64encode((EXAMPLES / IMAGES[1]).read_bytes()).decode()
+    context = {"max_tool_rounds": 0, "enabled_tools": [], "image_limits": {"max_bytes": 5_000_000}}
+    out = asyncio.run(graph.ainvoke({"image": data}, context=context))
+    assert out["assessment"]["backend"] == "classic" and out["assessment"]["steps"] == []
+
+
+def test_as_a_subgraph_only_the_assessment_reaches_the_parent():
+    """A parent with keys of the same names and its own context class: the served graph
+    (``tooliqa.api.graph``) gives back the assessment and nothing else."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import START, StateGraph
+
+    from tooliqa.api import graph
+
+    builder = StateGraph(Parent, context_schema=ParentContext)
+    builder.add_node("assess", graph)
+    builder.add_edge(START, "assess")
+    parent = builder.compile()
+    before = {
+        "image": (EXAMPLES / IMAGES[1]).read_bytes(),
+        "messages": [HumanMessage(content="hi", id="m1")],
+        "plan": ["a", "b"],
+        "steps": ["parent step"],
+    }
+    for context in (ParentContext(), None):
+        out = asyncio.run(parent.ainvoke(before, context=context))
+        assert [m.content for m in out["messages"]] == ["hi"]
+        assert out["plan"] == ["a", "b"] and out["steps"] == ["parent step"]
+        assert out["assessment"]["backend"] == "classic"
+        # the parent's context names the graph's own in its ``tooliqa`` field: used
+        assert out["assessment"]["steps"] == [] or context is None
