@@ -23,6 +23,7 @@ _LAZY = {
     "assess_many": "tooliqa.api",
     "make_context": "tooliqa.api",
     "AppContext": "tooliqa.api",
+    "as_tool": "tooliqa.agent_tool",
     "Assessment": "tooliqa.graph",
     "Context": "tooliqa.graph",
     "ImageError": "tooliqa.tools",

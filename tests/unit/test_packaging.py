@@ -17,7 +17,17 @@ from _support import REPO
 ALLOWED = {
     "tools": set(),
     "graph": {"tools"},
-    "tooliqa": {"tools", "graph", "backends", "api", "cli", "data", "eval", "failures"},
+    "tooliqa": {
+        "tools",
+        "graph",
+        "backends",
+        "api",
+        "cli",
+        "data",
+        "eval",
+        "failures",
+        "agent_tool",
+    },
 }
 
 
