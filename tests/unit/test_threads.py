@@ -16,7 +16,7 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from tooliqa.api import AppContext, make_context
-from tooliqa.graph import compile_graph
+from tooliqa.graph import Context, compile_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGES = ["astronaut_pristine.jpg", "coffee_blurred.jpg", "chelsea_noisy.jpg"]
@@ -177,3 +177,38 @@ def test_as_a_subgraph_only_the_assessment_reaches_the_parent():
         assert out["assessment"]["backend"] == "classic"
         # the parent's context names the graph's own in its ``tooliqa`` field: used
         assert out["assessment"]["steps"] == [] or context is None
+
+
+def test_interrupt_before_the_tool_edit_the_call_and_resume():
+    """LangGraph's human-in-the-loop: stop before ``tool``, read the pending call, resume
+    with ``Command(update=...)`` carrying the edited call; the edited call is the one that
+    runs. (``update_state`` alone would end the run: ``decide`` routes by ``Command``, so
+    an update written as ``decide`` has no static edge to ``tool``.)"""
+    from langgraph.types import Command
+
+    from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
+
+    from _support import RUBRIC_REPLY
+
+    model = ScriptedChatModel.from_replies(
+        [RUBRIC_REPLY, tool_call_message("magnifier", {"bbox_2d": [0, 0, 500, 500]}),
+         "<answer>3.5</answer>"]
+    )  # fmt: skip
+    ctx = Context(model=model, max_tool_rounds=1)
+    g = compile_graph(checkpointer=InMemorySaver())
+    g.interrupt_before_nodes = ["tool"]
+    config = {"configurable": {"thread_id": "hitl"}}
+
+    async def run():
+        await g.ainvoke(_inputs(IMAGES[1]), config=config, context=ctx)
+        snapshot = await g.aget_state(config)
+        assert snapshot.next == ("tool",)
+        pending = dict(snapshot.values["pending"])
+        assert pending["name"] == "magnifier" and pending["args"]["bbox_2d"] == [0, 0, 500, 500]
+        pending["args"] = {"bbox_2d": [500, 500, 1000, 1000]}  # a person moves the box
+        return await g.ainvoke(Command(update={"pending": pending}), config=config, context=ctx)
+
+    out = asyncio.run(run())
+    (step,) = out["assessment"]["steps"]
+    assert step["ok"] and step["args"]["bbox"] == [500, 500, 1000, 1000]
+    assert out["assessment"]["score"] == 3.5
