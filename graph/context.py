@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -70,6 +70,16 @@ class Context:
     score_logprobs: bool = False
     attribute_scores: bool = False
     report_regions: bool = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Context:
+        """Refuse unknown settings by name (a context may arrive as JSON from a client)."""
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown context setting(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         if isinstance(self.image_limits, dict):  # a context sent as JSON (LangGraph Server)

@@ -212,3 +212,14 @@ def test_interrupt_before_the_tool_edit_the_call_and_resume():
     (step,) = out["assessment"]["steps"]
     assert step["ok"] and step["args"]["bbox"] == [500, 500, 1000, 1000]
     assert out["assessment"]["score"] == 3.5
+
+
+def test_an_unknown_context_setting_is_named_in_the_error():
+    import pytest
+
+    from tooliqa.api import graph
+
+    with pytest.raises(ValueError, match=r"unknown context setting\(s\) \['tempreature'\]"):
+        asyncio.run(graph.ainvoke({"image": b"x"}, context={"tempreature": 0.7}))
+    with pytest.raises(ValueError, match=r"known: .*max_tool_rounds"):
+        Context(max_rounds=2)
