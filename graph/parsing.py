@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from tooliqa.tools import load_json
+
 from .prompts import RUBRIC_LEVELS
 
 __all__ = [
@@ -464,19 +466,6 @@ def _openers_before(text: str, block: re.Match[str]) -> int:
         cut = end = end - len(opener)
 
 
-def _load_json(text: str) -> Any:
-    """``json.loads``, where the parser's own limits (an integer of more than 4300 digits,
-    nesting past the recursion limit) are a :class:`json.JSONDecodeError` like any other
-    unreadable JSON."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        what = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long"
-        raise json.JSONDecodeError(what, text, 0) from exc
-
-
 def _json_object(text: str) -> dict[str, Any] | None:
     text = text.strip()
     if text.startswith("```"):
@@ -485,7 +474,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if start < 0 or end <= start:
         return None
     try:
-        obj = _load_json(text[start : end + 1])
+        obj = load_json(text[start : end + 1])
     except json.JSONDecodeError:
         return None
     return obj if isinstance(obj, dict) else None
@@ -767,7 +756,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     if raw.startswith("```"):
         raw = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw)
     try:
-        obj = _load_json(raw)
+        obj = load_json(raw)
     except json.JSONDecodeError as exc:
         obj = _json_object(raw)
         if obj is None:
@@ -785,7 +774,7 @@ def _text_tool_call(block: str) -> ToolCallAction | InvalidToolCall:
     args = inner.get("arguments", inner.get("parameters", inner.get("args", {})))
     if isinstance(args, str):
         try:
-            args = _load_json(args)
+            args = load_json(args)
         except json.JSONDecodeError as exc:
             return InvalidToolCall(
                 f"tool arguments are not valid JSON ({exc.msg})", name, raw, "text"
@@ -1005,7 +994,7 @@ def parse_regions(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     if body.startswith("```"):
         body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
     try:
-        items = _load_json(body) if body else []
+        items = load_json(body) if body else []
     except json.JSONDecodeError as exc:
         return [], [f"regions are not valid JSON ({exc.msg})"]
     if isinstance(items, dict):

@@ -300,8 +300,8 @@ async def _run_assess(args: argparse.Namespace) -> int:
         return 2
     from tooliqa.eval.cli import limits_error
 
-    if limits_error(args):
-        print(f"error: {limits_error(args)}", file=sys.stderr)
+    if problem := limits_error(args):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     temperature = args.temperature
     if temperature is None:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tooliqa.tools import ImageError, clean_text
+from tooliqa.tools import ImageError, one_line
 
 __all__ = [
     "KINDS",
@@ -130,8 +130,7 @@ def time_left() -> float | None:
 
 
 def _reason(text: str) -> str:
-    text = clean_text(" ".join(str(text).split()))
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+    return one_line(text, MAX_REASON_CHARS)
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -33,7 +33,7 @@ from .registry import (
     run_view_tool,
     tool_specs,
 )
-from .text import clean_text, clean_value
+from .text import JSONLimitError, clean_text, clean_value, load_json, one_line
 from .views import (
     GAMMA_MODE_ALIASES,
     GAMMA_PRESETS,
@@ -65,6 +65,7 @@ __all__ = [
     "GammaArgs",
     "ImageError",
     "ImageLimits",
+    "JSONLimitError",
     "MagnifierArgs",
     "MeasureArgs",
     "Measurement",
@@ -86,9 +87,11 @@ __all__ = [
     "gamma_lut",
     "image_bytes",
     "image_digest",
+    "load_json",
     "magnify",
     "measure",
     "model_image",
+    "one_line",
     "read_image_bytes",
     "resolve_gamma",
     "run_view_tool",

@@ -9,10 +9,11 @@ lines, so the text stays readable and every later step gets a valid string.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-__all__ = ["clean_text", "clean_value"]
+__all__ = ["JSONLimitError", "clean_text", "clean_value", "load_json", "one_line"]
 
 _UNSAFE = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -36,3 +37,31 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(clean_value(v) for v in value)
     return value
+
+
+def one_line(text: Any, limit: int) -> str:
+    """:func:`clean_text` of ``str(text)`` on one line (runs of white space made one
+    space), cut to at most ``limit`` characters with an ellipsis.
+
+    >>> one_line("two\\nlines\\x00" + "x" * 100, 12)
+    'two lines\\ufffdx…'
+    """
+    line = " ".join(clean_text(str(text)).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class JSONLimitError(json.JSONDecodeError):
+    """JSON that Python's parser refuses for its own limits, not its syntax: an integer
+    of more than 4300 digits, or nesting past the recursion limit."""
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` whose only error is :class:`json.JSONDecodeError`: the parser's own
+    limits (see :class:`JSONLimitError`) raise one too, ``msg`` saying which."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long"
+        raise JSONLimitError(what, text, 0) from exc

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tooliqa.tools import ImageError, ImageLimits, clean_text, read_image_bytes
+from tooliqa.tools import ImageError, ImageLimits, clean_text, one_line, read_image_bytes
 
 __all__ = [
     "AUTH_ENV",
@@ -101,11 +101,6 @@ def status_markdown(text: str, kind: str = "info") -> str:
     return safe
 
 
-def _one_line(text: Any, limit: int) -> str:
-    line = " ".join(clean_text(str(text)).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def shown_text(text: Any, limit: int = MAX_SHOWN_CHARS) -> str:
     """Untrusted text (a file name, a model name) as one line of at most ``limit``
     characters, control characters replaced; :func:`status_markdown` escapes the rest.
@@ -113,7 +108,7 @@ def shown_text(text: Any, limit: int = MAX_SHOWN_CHARS) -> str:
     >>> shown_text("two\\nlines\\x00" + "x" * 100, limit=12)
     'two lines\\ufffdx…'
     """
-    return _one_line(text, limit)
+    return one_line(text, limit)
 
 
 # ---------------------------------------------------------------------------
@@ -193,7 +188,7 @@ def recorded_name(name: Any) -> str | None:
     replaced, at most :data:`MAX_RECORDED_CHARS` characters; None when empty."""
     if name is None:
         return None
-    line = _one_line(name, MAX_RECORDED_CHARS)
+    line = one_line(name, MAX_RECORDED_CHARS)
     return line or None
 
 

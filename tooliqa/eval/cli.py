@@ -231,8 +231,8 @@ async def _eval(args: argparse.Namespace) -> int:
     except (DatasetError, BackendError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if limits_error(args):
-        print(f"error: {limits_error(args)}", file=sys.stderr)
+    if problem := limits_error(args):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     method = args.method or default_method
     settings = {"split": args.split, "max_rounds": args.max_rounds, "tools": args.tools,

@@ -86,6 +86,8 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
+from tooliqa.tools import JSONLimitError, load_json
+
 from .registry import Benchmark, find, suggest
 
 __all__ = [
@@ -612,11 +614,11 @@ def read_json(path: Path | str) -> list[Row]:
     """Read a JSON list of objects, or an object with a ``samples`` list."""
     path = Path(path)
     try:
-        data = json.loads(_read_text(path))
+        data = load_json(_read_text(path))
+    except JSONLimitError as exc:  # a number too long, nesting too deep
+        raise DatasetError(f"{path}: unreadable JSON ({exc.msg})") from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
-        raise DatasetError(f"{path}: unreadable JSON ({_json_limit(exc)})") from exc
     if isinstance(data, dict) and isinstance(data.get("samples"), list):
         data = data["samples"]
     if not isinstance(data, list):
@@ -631,19 +633,12 @@ def read_jsonl(path: Path | str) -> list[Row]:
     for no, line in _data_lines(_read_text(path)):
         where = f"{path.name}:{no}"
         try:
-            rows.append(_row_from_object(where, json.loads(line)))
+            rows.append(_row_from_object(where, load_json(line)))
+        except JSONLimitError as exc:
+            rows.append(Row(where, error=f"unreadable JSON ({exc.msg})"))
         except json.JSONDecodeError as exc:
             rows.append(Row(where, error=f"invalid JSON ({exc.msg})"))
-        except (ValueError, RecursionError) as exc:
-            rows.append(Row(where, error=f"unreadable JSON ({_json_limit(exc)})"))
     return rows
-
-
-def _json_limit(exc: BaseException) -> str:
-    """A short reason for JSON that parses but exceeds a limit of the parser."""
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc).split(";")[0]
 
 
 FORMATS: dict[str, Callable[[Path], list[Row]]] = {
