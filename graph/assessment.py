@@ -57,6 +57,15 @@ def _unanswered(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {**plan, "answer": "", "verdict": None, "score": None, "evidence": []}
 
 
+def _step(raw: Mapping[str, Any]) -> Step:
+    """A Step from a state step, whose ``view`` is a reference (or, in old states, bytes)."""
+    view = raw.get("view")
+    fields = {k: v for k, v in raw.items() if k != "view"}
+    if isinstance(view, bytes):
+        return Step(**fields, view=view)
+    return Step(**fields, view_ref=view if isinstance(view, str) else None)
+
+
 class Step(BaseModel):
     """One tool round: what was asked, whether it worked, what came back."""
 
@@ -71,6 +80,9 @@ class Step(BaseModel):
     elapsed_ms: float = 0.0
     mime: str | None = None
     view: bytes | None = Field(default=None, exclude=True, repr=False)
+    view_ref: str | None = None
+    """The view's ``blob:sha256:...`` reference in the process that ran the graph
+    (:mod:`tooliqa.tools.blobs`); :func:`tooliqa.aassess` attaches the bytes as ``view``."""
     raw: float | None = None
     """Measurement tools only: the metric's raw value (e.g. NIQE)."""
     score_1_5: float | None = None
@@ -246,10 +258,10 @@ class Assessment(BaseModel):
             rubric={k: v.get("level") for k, v in rubric.items()},
             rubric_notes={k: v.get("note", "") for k, v in rubric.items()},
             rubric_note=state.get("rubric_note", ""),
-            steps=[Step(**s) for s in state.get("steps") or []],
+            steps=[_step(s) for s in state.get("steps") or []],
             rationale=state.get("rationale", ""),
             answer=state.get("answer", ""),
-            query=state.get("query"),
+            query=state.get("image_question"),
             forced_answer=bool(state.get("forced_answer", False)),
             backend=backend,
             model=model,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +21,24 @@ DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 #: The most tool rounds a run may allow: every round resends the conversation with its
 #: views, so requests grow with each one (the paper uses 2).
 MAX_TOOL_ROUNDS = 8
+
+
+def _expected_types(f: Field[Any]) -> tuple[type, ...] | None:
+    """The types a plain setting may take, read off its default (None: not checked here)."""
+    default = f.default
+    if default is MISSING:
+        return (dict,) if f.default_factory is dict else None
+    if default is None:
+        return (str,) if "str" in str(f.type) else None
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, int):
+        return (int,)
+    if isinstance(default, float):
+        return (int, float)
+    if isinstance(default, tuple):
+        return (list, tuple)
+    return (type(default),)
 
 
 @dataclass(kw_only=True)
@@ -49,6 +68,10 @@ class Context:
         report_regions: also ask the final answer for distorted regions (``<regions>``,
             iDETEX / Zoom-IQA style); reported in ``Assessment.regions`` next to the
             magnifier steps' regions (see :mod:`tooliqa.graph.regions`).
+        fetch_urls: fetch an ``image`` input that is an ``http(s)://`` URL (off by default:
+            a served graph would fetch whatever its clients name; private and loopback
+            hosts stay refused unless ``TOOLIQA_FETCH_PRIVATE_URLS=1`` where it runs).
+        fetch_timeout: seconds such a fetch may take; its size cap is ``image_limits``.
     """
 
     model: SkipJsonSchema[BaseChatModel | None] = None  # in process only: not in the JSON schema
@@ -70,6 +93,8 @@ class Context:
     score_logprobs: bool = False
     attribute_scores: bool = False
     report_regions: bool = False
+    fetch_urls: bool = False
+    fetch_timeout: float = 20.0
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Context:
         """Refuse unknown settings by name (a context may arrive as JSON from a client)."""
@@ -81,7 +106,33 @@ class Context:
             )
         return super().__new__(cls)
 
+    def _check_types(self) -> None:
+        """Settings of the wrong type or outside their choices (what a JSON client may send)
+        are a ValueError naming the setting, not a TypeError deep in a node."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if not f.init or f.name == "model":
+                continue
+            value = getattr(self, f.name)
+            hint = hints.get(f.name)
+            if typing.get_origin(hint) is Literal:
+                if value not in typing.get_args(hint):
+                    choices = ", ".join(map(str, typing.get_args(hint)))
+                    raise ValueError(f"context setting {f.name} must be one of {choices}")
+                continue
+            want = _expected_types(f)
+            if want is None or (value is None and f.default is None):
+                continue
+            if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+                names = " or ".join(t.__name__ for t in want)
+                raise ValueError(
+                    f"context setting {f.name} must be {names}, not {type(value).__name__}"
+                )
+            if float in want:
+                object.__setattr__(self, f.name, float(value))  # type: ignore[arg-type]
+
     def __post_init__(self) -> None:
+        self._check_types()
         if isinstance(self.image_limits, dict):  # a context sent as JSON (LangGraph Server)
             self.image_limits = ImageLimits(**self.image_limits)
         if not 0 <= self.max_tool_rounds <= MAX_TOOL_ROUNDS:
@@ -98,6 +149,8 @@ class Context:
             raise ValueError("tool_protocol must be native or text")
         if self.answer_retries < 0:
             raise ValueError("answer_retries must be >= 0")
+        if not 0 < self.fetch_timeout <= 600:
+            raise ValueError("fetch_timeout must be in (0, 600] seconds")
 
     def get_model(self) -> BaseChatModel:
         """The chat model for this run. Subclasses may build one from other settings."""
@@ -107,6 +160,11 @@ class Context:
                 "Context(model=ChatOpenAI(base_url=...)), or use tooliqa.assess() for the defaults"
             )
         return self.model
+
+    async def aget_model(self) -> BaseChatModel:
+        """:meth:`get_model` for the graph's async nodes; a subclass whose model is built
+        with blocking work (network, files) does that work off the event loop."""
+        return self.get_model()
 
     @property
     def tools_available(self) -> bool:

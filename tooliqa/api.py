@@ -29,7 +29,16 @@ from tooliqa.failures import BackendError, DeadlineExceeded, classify, deadline_
 from tooliqa.graph import Assessment, Context, OutputState, Usage, compile_graph
 from tooliqa.graph.nodes import backend_name
 from tooliqa.graph.uncertainty import from_samples
-from tooliqa.tools import ImageError, ImageLimits, decode_image_cached, read_image_bytes
+from tooliqa.tools import (
+    BLOBS,
+    ImageError,
+    ImageLimits,
+    decode_image_cached,
+    fetch_image_bytes,
+    is_blob_ref,
+    is_url,
+    read_image_bytes,
+)
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -56,13 +65,52 @@ DEFAULT_DEADLINE = 600.0
 @dataclass(kw_only=True)
 class AppContext(Context):
     """A :class:`Context` whose model defaults to the classic backend, or to the
-    OpenAI-compatible server at ``server`` (model ``server_model``)."""
+    OpenAI-compatible server at ``server``, all described by plain values (what a JSON
+    client of the served graph sends):
+
+    Attributes:
+        server: the server's base URL (``http://host:port/v1``); None for the classic backend.
+        server_model: the served model's name; None asks the server for its first model.
+        api_key: the server's API key; None takes ``TOOLIQA_API_KEY``, then
+            ``OPENAI_API_KEY`` from the environment where the graph runs (a key sent in a
+            served run's context is stored with the run by LangGraph Server: prefer the
+            environment there).
+        request_timeout: seconds one model request may take, retries aside.
+        max_retries: retries of a failed model request (connection, 429, 5xx).
+    """
 
     server: str | None = None
     server_model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    request_timeout: float = 120.0
+    max_retries: int = 2
     _resolved: SkipJsonSchema[BaseChatModel | None] = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.request_timeout <= 3600:
+            raise ValueError("request_timeout must be in (0, 3600] seconds")
+        if not 0 <= self.max_retries <= 10:
+            raise ValueError("max_retries must be between 0 and 10")
+
+    def _api_key(self) -> str:
+        return (
+            self.api_key
+            or os.environ.get("TOOLIQA_API_KEY")
+            or os.environ.get("OPENAI_API_KEY")
+            or "EMPTY"
+        )
+
+    async def aget_model(self) -> BaseChatModel:
+        """The model, built off the event loop the first time (asking a server for its
+        model name is a blocking request)."""
+        if self.model is not None:
+            return self.model
+        if self._resolved is None:
+            await asyncio.to_thread(self.get_model)
+        return self.get_model()
 
     def get_model(self) -> BaseChatModel:
         if self.model is not None:
@@ -71,7 +119,15 @@ class AppContext(Context):
             if self.server:
                 from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
 
-                self._resolved = make_chat_model(ServerConfig(self.server, self.server_model))
+                self._resolved = make_chat_model(
+                    ServerConfig(
+                        self.server,
+                        self.server_model,
+                        api_key=self._api_key(),
+                        timeout=self.request_timeout,
+                        max_retries=self.max_retries,
+                    )
+                )
             else:
                 from tooliqa.backends.classic import ClassicChatModel
 
@@ -219,12 +275,27 @@ async def aassess(
         raise ValueError("samples must be >= 1")
     if deadline is not None and not deadline > 0:
         raise ValueError("deadline must be positive (or None for no limit)")
-    ctx = context or make_context(
-        model=model, server=server, model_name=model_name, max_rounds=max_rounds
+    ctx = (
+        context
+        if context is not None
+        else await asyncio.to_thread(
+            functools.partial(
+                make_context,
+                model=model,
+                server=server,
+                model_name=model_name,
+                max_rounds=max_rounds,
+            )
+        )
     )
-    data, default_name = load_image_input(image, ctx.image_limits)
+    if is_url(image):  # the caller's own process: its private network is its own
+        data = await fetch_image_bytes(str(image), ctx.image_limits, allow_private=True)
+        default_name: str | None = str(image).strip()
+    else:
+        data, default_name = await asyncio.to_thread(load_image_input, image, ctx.image_limits)
     await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)  # fail early, clearly
-    inputs = {"image": data, "image_name": name or default_name, "query": query}
+    # the graph gets a reference: a checkpointer in ``config`` stores no pixels
+    inputs = {"image": BLOBS.put(data), "image_name": name or default_name, "image_question": query}
     if samples == 1:
         return await _within(_run_once(inputs, ctx, config), deadline)
     return await _within(_sampled(inputs, ctx, config, samples, name or default_name), deadline)
@@ -328,7 +399,8 @@ async def _run_once(
         raise
     result = Assessment.model_validate(state["assessment"])
     for step, raw in zip(result.steps, state.get("steps") or [], strict=False):
-        step.view = raw.get("view")
+        view = raw.get("view")
+        step.view = BLOBS.get(view) if is_blob_ref(view) else view
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     return result
 

@@ -5,6 +5,8 @@ pure functions, their registry and LangChain wrappers.
 Imports nothing else from tooliqa. ``clean_text`` makes outside text safe to store and print.
 """
 
+from .blobs import BLOBS, BlobStore, blob_data_url, is_blob_ref, sniff_mime, with_pixels
+from .fetch import fetch_image_bytes, is_url
 from .image_io import (
     DecodedImage,
     ImageError,
@@ -51,6 +53,7 @@ from .views import (
 )
 
 __all__ = [
+    "BLOBS",
     "DEFAULT_TOOLS",
     "GAMMA_MODE_ALIASES",
     "GAMMA_PRESETS",
@@ -61,6 +64,7 @@ __all__ = [
     "TOOLS",
     "VIEW_TOOLS",
     "BBoxConvention",
+    "BlobStore",
     "DecodedImage",
     "GammaArgs",
     "ImageError",
@@ -74,6 +78,7 @@ __all__ = [
     "ViewSettings",
     "apply_gamma",
     "bbox_to_pixels",
+    "blob_data_url",
     "canonical_tool_name",
     "clean_text",
     "clean_value",
@@ -83,10 +88,13 @@ __all__ = [
     "decode_image",
     "decode_image_cached",
     "encode_image",
+    "fetch_image_bytes",
     "fit_within_pixels",
     "gamma_lut",
     "image_bytes",
     "image_digest",
+    "is_blob_ref",
+    "is_url",
     "load_json",
     "magnify",
     "measure",
@@ -96,5 +104,7 @@ __all__ = [
     "resolve_gamma",
     "run_view_tool",
     "score_1_5",
+    "sniff_mime",
     "tool_specs",
+    "with_pixels",
 ]

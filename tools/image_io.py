@@ -199,7 +199,8 @@ def image_bytes(
     *,
     allow_files: bool = False,
 ) -> bytes:
-    """The encoded image in a graph input: bytes as they are; text as a ``data:`` URL
+    """The encoded image in a graph input: bytes as they are; a ``blob:sha256:...``
+    reference (:mod:`tooliqa.tools.blobs`) as the bytes it names; text as a ``data:`` URL
     or plain base64 (what a JSON client such as LangGraph Studio, ``langgraph_sdk`` or
     ``RemoteGraph`` can send); a local path or ``file://`` URL only with
     ``allow_files`` (a served graph must not read its server's files for any
@@ -212,10 +213,14 @@ def image_bytes(
             f"an image is bytes or text (base64, a data URL), not {type(value).__name__}"
         )
     text = value.strip()
+    if text.startswith("blob:"):
+        from .blobs import BLOBS
+
+        return BLOBS.get(text)
     if text.lower().startswith(("http://", "https://")):
         raise ImageError(
-            "image URLs are not fetched by the graph: send the image itself, as base64 or a "
-            "data: URL"
+            "image URLs are fetched only when the run's context allows it (fetch_urls): send "
+            "the image itself, as base64 or a data: URL"
         )
     if _PATH_LIKE.match(text) and len(text) < 4096:
         if not allow_files:

@@ -45,6 +45,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import ConfigDict, Field
 
+from tooliqa.tools import BLOBS, ImageError, is_blob_ref
+
 __all__ = [
     "BridgeError",
     "ChatRenderer",
@@ -97,13 +99,22 @@ class Generator(Protocol):
 
 
 def _decode_data_url(url: str) -> Image.Image:
-    m = _DATA_URL.match(url)
-    if m is None:
-        raise BridgeError(
-            f"image parts must be base64 data URLs (got {url[:40]!r}...); the graph sends those"
-        )
+    """The image of a ``data:`` URL (what a model call gets) or of a ``blob:sha256:...``
+    reference (what the graph's state holds)."""
+    if is_blob_ref(url):
+        try:
+            raw = BLOBS.get(url)
+        except ImageError as exc:
+            raise BridgeError(f"an image in the conversation is gone: {exc}") from exc
+    else:
+        m = _DATA_URL.match(url)
+        if m is None:
+            raise BridgeError(
+                f"image parts must be base64 data URLs or image references (got {url[:40]!r}...)"
+            )
+        raw = base64.b64decode(m["data"])
     try:
-        img = Image.open(io.BytesIO(base64.b64decode(m["data"])))
+        img = Image.open(io.BytesIO(raw))
         img.load()
     except Exception as exc:  # any decode failure is the same error to the caller
         raise BridgeError(f"an image in the conversation could not be decoded: {exc}") from exc

@@ -216,7 +216,8 @@ class GraphRollout:
     async def _one(self, path: str, query: str | None, model: RecordingChatModel) -> Assessment:
         image = await asyncio.to_thread(read_image_bytes, path, self.image_limits)
         state = await self._graph.ainvoke(
-            {"image": image, "image_name": path, "query": query}, context=self.context(model)
+            {"image": image, "image_name": path, "image_question": query},
+            context=self.context(model),
         )
         return Assessment.model_validate(state["assessment"])
 

@@ -57,6 +57,7 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 
 CLASSIC = "classic (built in)"
 SERVER = "vLLM server"
+from tooliqa.tools import BLOBS, is_blob_ref  # noqa: E402
 from tooliqa.tools import DEFAULT_TOOLS as _GRAPH_DEFAULT_TOOLS  # noqa: E402
 from tooliqa.tools import TOOLS as _GRAPH_TOOLS  # noqa: E402
 
@@ -189,6 +190,8 @@ def _view_image(step: dict[str, Any]) -> Image.Image | None:
     if not view:
         return None
     try:
+        if is_blob_ref(view):  # the graph's steps name their views
+            view = BLOBS.get(view)
         with Image.open(io.BytesIO(view)) as im:
             return _fit(im.convert("RGB"))[0]
     except Exception:
@@ -521,7 +524,11 @@ async def run_single(
     label = "classic backend" if backend != SERVER else f"server {url}"
     view.status = _status(f"Assessing {shown_text(name or 'the image')} with the {label}…")
     yield view.outputs()
-    inputs = {"image": data, "image_name": name, "query": (question or "").strip() or None}
+    inputs = {
+        "image": data,
+        "image_name": name,
+        "image_question": (question or "").strip() or None,
+    }
     final_state: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = []
     try:

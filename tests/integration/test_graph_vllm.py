@@ -230,7 +230,9 @@ def test_query_attributes_and_regions_under_a_real_servers_json_schema(vllm_serv
             report_regions=True,
         )
         out = asyncio.run(
-            graph.ainvoke({"image": png(scene()), "query": "Is the sky noisy?"}, context=ctx)
+            graph.ainvoke(
+                {"image": png(scene()), "image_question": "Is the sky noisy?"}, context=ctx
+            )
         )
         bodies = proxy.bodies()
     a = Assessment.model_validate(out["assessment"])

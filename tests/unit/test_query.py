@@ -24,7 +24,7 @@ VIEWS = ("magnifier", "gamma_corrector")
 
 
 def run(model: ScriptedChatModel, image: bytes, query: str | None, **ctx) -> Assessment:
-    inputs = {"image": image, "image_name": "t.png", "query": query}
+    inputs = {"image": image, "image_name": "t.png", "image_question": query}
     out = asyncio.run(graph.ainvoke(inputs, context=Context(model=model, **ctx)))
     return Assessment.model_validate(out["assessment"])
 
@@ -236,7 +236,7 @@ class TestGraphFlow:
         async def events() -> list:
             seen = []
             async for mode, chunk in graph.astream(
-                {"image": image_bytes, "query": "Is it too dark?"},
+                {"image": image_bytes, "image_question": "Is it too dark?"},
                 context=Context(model=m),
                 stream_mode=["updates", "custom"],
             ):

@@ -27,6 +27,8 @@ class Parent(TypedDict, total=False):
 
     image: bytes
     messages: Annotated[list[AnyMessage], add_messages]
+    query: str
+    question: str
     plan: list[str]
     steps: Annotated[list[str], operator.add]
     assessment: dict[str, Any]
@@ -43,7 +45,7 @@ class ParentContext:
 def _inputs(name: str, query: str | None = None) -> dict:
     out: dict = {"image": (EXAMPLES / name).read_bytes(), "image_name": name}
     if query:
-        out["query"] = query
+        out["image_question"] = query
     return out
 
 
@@ -167,6 +169,8 @@ def test_as_a_subgraph_only_the_assessment_reaches_the_parent():
     before = {
         "image": (EXAMPLES / IMAGES[1]).read_bytes(),
         "messages": [HumanMessage(content="hi", id="m1")],
+        "query": "find me a hotel in Lisbon",  # the parent's own: no question about the image
+        "question": "what next?",
         "plan": ["a", "b"],
         "steps": ["parent step"],
     }
@@ -174,6 +178,8 @@ def test_as_a_subgraph_only_the_assessment_reaches_the_parent():
         out = asyncio.run(parent.ainvoke(before, context=context))
         assert [m.content for m in out["messages"]] == ["hi"]
         assert out["plan"] == ["a", "b"] and out["steps"] == ["parent step"]
+        assert out["query"] == before["query"] and out["question"] == before["question"]
+        assert out["assessment"]["query"] is None and out["assessment"]["query_answer"] is None
         assert out["assessment"]["backend"] == "classic"
         # the parent's context names the graph's own in its ``tooliqa`` field: used
         assert out["assessment"]["steps"] == [] or context is None
@@ -223,3 +229,63 @@ def test_an_unknown_context_setting_is_named_in_the_error():
         asyncio.run(graph.ainvoke({"image": b"x"}, context={"tempreature": 0.7}))
     with pytest.raises(ValueError, match=r"known: .*max_tool_rounds"):
         Context(max_rounds=2)
+
+
+def _checkpoint_bytes(db: Path) -> tuple[list[bytes], list[bytes]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        checkpoints = [r[0] for r in con.execute("select checkpoint from checkpoints")]
+        writes = [r[0] for r in con.execute("select value from writes")]
+    return checkpoints, writes
+
+
+def test_checkpoints_hold_references_not_pixels(tmp_path):
+    """A 512x512 JPEG (about 70 KB) with one magnifier call, in a real SQLite checkpointer:
+    given as a reference (what ``aassess`` passes), no checkpoint or write holds pixels and
+    the whole assessment stores under 64 KB; given as bytes, only the input's own records
+    hold them (LangGraph keeps a run's input as given) and every later checkpoint is small."""
+    import io
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from PIL import Image
+
+    from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
+    from tooliqa.tools import BLOBS
+
+    from _support import RUBRIC_REPLY
+
+    with Image.open(EXAMPLES / IMAGES[0]) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").resize((512, 512)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    assert len(data) > 40_000
+
+    async def run(db: Path, image: Any) -> dict:
+        model = ScriptedChatModel.from_replies(
+            [RUBRIC_REPLY, tool_call_message("magnifier", {"bbox_2d": [0, 0, 500, 500]}),
+             "<answer>3.5</answer>"]
+        )  # fmt: skip
+        async with AsyncSqliteSaver.from_conn_string(str(db)) as saver:
+            g = compile_graph(checkpointer=saver)
+            config = {"configurable": {"thread_id": "size"}}
+            return await g.ainvoke({"image": image}, config=config, context=Context(model=model))
+
+    def holds_pixels(blob: bytes) -> bool:
+        return data[1000:1064] in blob
+
+    out = asyncio.run(run(tmp_path / "ref.sqlite", BLOBS.put(data)))
+    assert out["assessment"]["score"] == 3.5 and len(out["assessment"]["steps"]) == 1
+    checkpoints, writes = _checkpoint_bytes(tmp_path / "ref.sqlite")
+    assert len(checkpoints) >= 6
+    assert not any(holds_pixels(b) for b in checkpoints + writes)
+    assert sum(map(len, checkpoints + writes)) < 64 * 1024
+    # the view and the model's image are still to be had in this process
+    assert BLOBS.get(out["steps"][0]["view"]).startswith(b"\x89PNG")
+
+    asyncio.run(run(tmp_path / "bytes.sqlite", data))
+    checkpoints, writes = _checkpoint_bytes(tmp_path / "bytes.sqlite")
+    with_pixels = [i for i, b in enumerate(checkpoints) if holds_pixels(b)]
+    assert with_pixels == [0, 1]  # the input, and the state before the first node read it
+    assert max(len(b) for b in checkpoints[2:]) < 16 * 1024
+    assert sum(holds_pixels(b) for b in writes) == 1  # the input's write

@@ -8,6 +8,7 @@ graph's pixel budget; tool views go back in a user turn after the tool message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -114,13 +115,24 @@ class OpenAICompatibleChat(ChatOpenAI):
                 elif failure.kind == "internal":
                     raise
                 if not failure.transient or attempt >= self.retries:
-                    raise failure.error() from exc
+                    raise self._at_server(failure).error() from exc
                 attempt += 1
                 wait = retry_delay(attempt, self.retry_backoff, failure.retry_after)
                 left = time_left()
                 if left is not None and wait >= left:  # the image's deadline comes first
-                    raise failure.error() from exc
+                    raise self._at_server(failure).error() from exc
                 await asyncio.sleep(wait)
+
+    def _at_server(self, failure: Failure) -> Failure:
+        """``failure`` with the server it came from in its reason (no credentials), so that a
+        remote client of a served graph reads which server failed."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(str(self.openai_api_base or ""))
+        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        if not parts.hostname or where in failure.reason:
+            return failure
+        return dataclasses.replace(failure, reason=f"{failure.reason} [server {where}]")
 
     def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
         """ChatOpenAI's result, plus the thinking a vLLM reasoning parser returns beside
