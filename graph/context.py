@@ -72,6 +72,8 @@ class Context:
             a served graph would fetch whatever its clients name; private and loopback
             hosts stay refused unless ``TOOLIQA_FETCH_PRIVATE_URLS=1`` where it runs).
         fetch_timeout: seconds such a fetch may take; its size cap is ``image_limits``.
+        include_views: the assessment's steps also carry their views as ``data:`` URLs
+            (``view``); by default only a reference (``view_ref``), valid in this process.
     """
 
     model: SkipJsonSchema[BaseChatModel | None] = None  # in process only: not in the JSON schema
@@ -95,6 +97,7 @@ class Context:
     report_regions: bool = False
     fetch_urls: bool = False
     fetch_timeout: float = 20.0
+    include_views: bool = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Context:
         """Refuse unknown settings by name (a context may arrive as JSON from a client)."""

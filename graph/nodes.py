@@ -27,6 +27,7 @@ from langgraph.types import Command, Overwrite
 from tooliqa.tools import (
     BLOBS,
     ImageError,
+    blob_data_url,
     clean_text,
     clean_value,
     decode_image_cached,
@@ -655,9 +656,14 @@ async def finalize(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         state, backend=backend_name(model), model=_model_label(model)
     )
     _emit(runtime, {"type": "final", "score": assessment.score, "rationale": assessment.rationale})
+    out = assessment.model_dump(mode="json")
+    if runtime.context.include_views:
+        for step in out["steps"]:
+            if step.get("view_ref") in BLOBS:
+                step["view"] = blob_data_url(step["view_ref"])
     # the inputs a next run on the same thread may leave out start empty, not as this run's
     return {
-        "assessment": assessment.model_dump(mode="json"),
+        "assessment": out,
         "image_question": None,
         "image_name": None,
     }

@@ -7,11 +7,13 @@ for) the distorted regions. Failures come back as a result with ``error`` and
 ``error_kind``, never as an exception that ends the agent's turn.
 
 The image is a file path (only inside ``root`` when one is given: the path is the
-model's choice), base64 text or a ``data:`` URL.
+model's choice), base64 text, a ``data:`` URL or, with ``fetch_urls=True``, an
+``http(s)://`` URL (public hosts only: the URL is the model's choice too).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from tooliqa.failures import classify
 from tooliqa.graph import Assessment, Context
-from tooliqa.tools import ImageError, image_bytes, read_image_bytes
+from tooliqa.tools import ImageError, fetch_image_bytes, image_bytes, is_url, read_image_bytes
 
 __all__ = ["AssessImageArgs", "as_tool", "compact_result"]
 
@@ -32,7 +34,9 @@ RATIONALE_CHARS = 400
 class AssessImageArgs(BaseModel):
     """What an agent passes."""
 
-    image: str = Field(description="the image: a file path, base64 text or a data: URL")
+    image: str = Field(
+        description="the image: a file path, an http(s) URL, base64 text or a data: URL"
+    )
     question: str | None = Field(
         default=None,
         description="optional: a question about the image's quality, e.g. 'Is the sky noisy?'",
@@ -78,6 +82,7 @@ def as_tool(
     root: str | os.PathLike[str] | None = None,
     regions: bool = False,
     deadline: float | None = None,
+    fetch_urls: bool = False,
     name: str = "assess_image_quality",
     description: str | None = None,
 ) -> BaseTool:
@@ -87,7 +92,9 @@ def as_tool(
     :func:`tooliqa.api.make_context` builds); ``root``: the only folder whose files the
     tool reads (recommended: the file path is chosen by a model); ``regions``: also
     return the distorted regions; ``deadline``: seconds per call (default
-    :data:`tooliqa.api.DEFAULT_DEADLINE`).
+    :data:`tooliqa.api.DEFAULT_DEADLINE`); ``fetch_urls``: fetch ``http(s)://`` images
+    (size cap ``image_limits.max_bytes``; hosts on private networks refused unless
+    ``TOOLIQA_FETCH_PRIVATE_URLS=1``).
     """
     from tooliqa.api import DEFAULT_DEADLINE, aassess, make_context
 
@@ -97,7 +104,13 @@ def as_tool(
 
     async def assess_image(image: str, question: str | None = None) -> dict[str, Any]:
         try:
-            data, shown = _load(image, folder, ctx.image_limits)
+            if is_url(image):
+                if not fetch_urls:
+                    raise ImageError("this tool does not fetch URLs: give a file path or base64")
+                data = await fetch_image_bytes(image, ctx.image_limits)
+                shown: str | None = image.strip().split("?", 1)[0]
+            else:
+                data, shown = await asyncio.to_thread(_load, image, folder, ctx.image_limits)
             a = await aassess(data, context=ctx, name=shown, query=question, deadline=limit)
         except Exception as exc:  # the agent gets a result it can read, not a crash
             failure = classify(exc)

@@ -177,6 +177,42 @@ class TestURLInput:
         assert a.score == b.score and a.image == f"{image_server}/ok.jpg"
 
 
+def test_the_agent_tool_fetches_urls_only_when_made_to(image_server, monkeypatch):
+    from tooliqa import as_tool
+
+    url = f"{image_server}/ok.jpg"
+    monkeypatch.delenv("TOOLIQA_FETCH_PRIVATE_URLS", raising=False)
+    plain = asyncio.run(as_tool().ainvoke({"image": url}))
+    assert plain["score"] is None and "does not fetch URLs" in plain["error"]
+    fetching = as_tool(fetch_urls=True)
+    private = asyncio.run(fetching.ainvoke({"image": url}))
+    assert "private or local address" in private["error"]  # the model chose the URL
+    monkeypatch.setenv("TOOLIQA_FETCH_PRIVATE_URLS", "1")
+    fetched = asyncio.run(fetching.ainvoke({"image": url + "?sig=1"}))
+    assert 1 <= fetched["score"] <= 5 and fetched["image"] == url
+
+
+def test_views_come_back_as_data_urls_only_when_asked_for():
+    from tooliqa.graph import Context, OutputState, compile_graph
+    from tooliqa.graph.testing import ScriptedChatModel, tool_call_message
+
+    from _support import RUBRIC_REPLY
+
+    def run(**settings: object) -> dict:
+        model = ScriptedChatModel.from_replies(
+            [RUBRIC_REPLY, tool_call_message("gamma_corrector", {"gamma": 0.5}),
+             "<answer>3</answer>"]
+        )  # fmt: skip
+        ctx = Context(model=model, max_tool_rounds=1, **settings)
+        g = compile_graph(output_schema=OutputState)
+        return asyncio.run(g.ainvoke({"image": JPEG}, context=ctx))["assessment"]
+
+    (step,) = run()["steps"]
+    assert "view" not in step and step["view_ref"].startswith("blob:sha256:")
+    (step,) = run(include_views=True)["steps"]
+    assert step["view"].startswith("data:image/png;base64,")
+
+
 def test_a_server_model_is_built_off_the_event_loop(monkeypatch):
     """Naming only a server makes the context ask it for its model name: a blocking request,
     done in a worker thread (LangGraph Server refuses blocking calls on its loop); the API
