@@ -74,6 +74,7 @@ from .prompts import (
     rubric_prompt,
     tools_system_prompt,
 )
+from .protocol import TurnKind, TurnSpec, mark
 from .query import QueryPlan, plan_query, query_answer
 from .regions import answer_regions
 from .state import State
@@ -301,9 +302,25 @@ def _answer_schema(ctx: Context, plan: QueryPlan | None) -> tuple[str, dict[str,
     return ("final_answer", answer_json_schema(**_json_parts(ctx, plan)))
 
 
+def _spec(ctx: Context, kind: TurnKind, plan: QueryPlan | None) -> TurnSpec:
+    """What a user turn of ``kind`` asks, for :func:`~tooliqa.graph.protocol.mark`."""
+    return TurnSpec(
+        kind=kind,
+        plan=plan.as_dict() if plan is not None else None,
+        prompt_style=ctx.prompt_style,
+        attribute_scores=ctx.attribute_scores,
+        report_regions=ctx.report_regions,
+    )
+
+
+def _next_kind(ctx: Context, rounds_used: int) -> TurnKind:
+    """``gate`` while tool rounds remain, else ``final``."""
+    return "gate" if ctx.tools_available and rounds_used < ctx.max_tool_rounds else "final"
+
+
 def _next_turn_text(ctx: Context, rounds_used: int, plan: QueryPlan | None) -> str:
     """The gate while tool rounds remain, else the demand for a final answer."""
-    if ctx.tools_available and rounds_used < ctx.max_tool_rounds:
+    if _next_kind(ctx, rounds_used) == "gate":
         return _with_extras(ctx, GATE_PROMPT, plan)
     if ctx.structured_output:
         return FINAL_PROMPT + "\n" + _json_hint(ctx, plan)
@@ -349,11 +366,14 @@ async def observe(
         text += "\n" + query_plan.instructions()
     if ctx.structured_output:
         text += "\n" + JSON_RUBRIC_HINT
-    first = HumanMessage(
-        content=[
-            {"type": "image_url", "image_url": {"url": BLOBS.put(payload)}},
-            {"type": "text", "text": text},
-        ]
+    first = mark(
+        HumanMessage(
+            content=[
+                {"type": "image_url", "image_url": {"url": BLOBS.put(payload)}},
+                {"type": "text", "text": text},
+            ]
+        ),
+        _spec(ctx, "rubric", query_plan),
     )
     messages: list[AnyMessage] = [SystemMessage(content=system), first]
     schema = ("rubric_note", rubric_json_schema()) if ctx.structured_output else None
@@ -368,7 +388,10 @@ async def observe(
         rubric_parsed=bool(rubric),
     )
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
-    gate = HumanMessage(content=_next_turn_text(ctx, 0, query_plan))
+    gate = mark(
+        HumanMessage(content=_next_turn_text(ctx, 0, query_plan)),
+        _spec(ctx, _next_kind(ctx, 0), query_plan),
+    )
     update = {
         **_fresh_run(keep_plan=asked),
         "image": BLOBS.put(data),  # state and checkpoints hold the reference, not the pixels
@@ -512,7 +535,7 @@ async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> V
 
 
 def _tool_messages(
-    pending: dict[str, Any], result: ViewResult, follow_up: str, rounds_left: int
+    pending: dict[str, Any], result: ViewResult, follow_up: str, rounds_left: int, spec: TurnSpec
 ) -> list[AnyMessage]:
     """Tool result turn(s): a tool message when the call had an id, then a user turn
     with the view image (vLLM rejects images in tool messages for some models); a
@@ -531,7 +554,7 @@ def _tool_messages(
     content: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
     if result.ok and result.view is not None:
         content.insert(0, {"type": "image_url", "image_url": {"url": BLOBS.put(result.view)}})
-    out.append(HumanMessage(content=content))
+    out.append(mark(HumanMessage(content=content), spec))
     return out
 
 
@@ -568,7 +591,13 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
     at_limit = rounds >= ctx.max_tool_rounds
     follow_up = _next_turn_text(ctx, rounds, _plan(state))
     update = {
-        "messages": _tool_messages(pending, result, follow_up, ctx.max_tool_rounds - rounds),
+        "messages": _tool_messages(
+            pending,
+            result,
+            follow_up,
+            ctx.max_tool_rounds - rounds,
+            _spec(ctx, _next_kind(ctx, rounds), _plan(state)),
+        ),
         "steps": [step],
         "protocol": [ProtocolTurn(**turn).model_dump()],
         "rounds": rounds,
@@ -608,7 +637,7 @@ async def _final_answer(state: State, ctx: Context) -> tuple[dict[str, Any], lis
                 text += "\n" + _json_hint(ctx, query_plan)
             else:
                 text = _with_extras(ctx, REPAIR_PROMPT.format(reason=reason), query_plan)
-            repair = HumanMessage(content=text)
+            repair = mark(HumanMessage(content=text), _spec(ctx, "repair", query_plan))
             messages.append(repair)
             new.append(repair)
         reply, usage, model_s = await _call_model(
