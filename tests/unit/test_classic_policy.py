@@ -117,3 +117,20 @@ def test_a_conversation_without_marks_gets_a_rubric_then_an_answer():
     assert "Sharpness: [" in note
     later = model.invoke([image, AIMessage(content=note), HumanMessage(content="score?")]).content
     assert "<answer>" in later
+
+
+def test_a_re_exposed_view_can_only_lower_the_score():
+    """The gamma corrector's view of an image whose shadows hide detail lowers its score,
+    the more the darker; on a well exposed image it changes nothing."""
+    cal = load_classic_calibration()
+    brighten = [("gamma_corrector", {"mode": "brighten"})]
+    assert policy.hidden_detail(CLEAN, "brighten") == 0.0
+    assert policy.answer(CLEAN, cal, calls=brighten).score == policy.answer(CLEAN, cal).score
+    darker = [measure((_scene() * f).astype(np.uint8)) for f in (0.3, 0.15, 0.06)]
+    hidden = [policy.hidden_detail(m, "brighten") for m in darker]
+    assert hidden == sorted(hidden) and hidden[-1] > 0.5
+    for m in darker:
+        seen, unseen = policy.answer(m, cal, calls=brighten), policy.answer(m, cal)
+        assert seen.score <= unseen.score
+    deep = policy.answer(darker[-1], cal, calls=brighten)
+    assert deep.score < policy.answer(darker[-1], cal).score and "lowered to" in deep.thinking

@@ -29,20 +29,26 @@ __all__ = [
     "attribute_scores",
     "choose_tool",
     "exposure_problem",
+    "hidden_detail",
     "rubric_levels",
     "rubric_note",
 ]
 
 #: Cut points for the rubric levels, placed near percentiles of each measure on
-#: the AGIQA-3K dev split (sharpness: 25th/75th; noise sigma: ~75th/95th;
-#: blockiness: ~75th/95th; exposure: ~10th/95th of mean luma, ~90th of clipping).
+#: the AGIQA-3K dev split (sharpness: 25th/75th; blockiness: ~75th/95th; exposure:
+#: ~10th/95th of mean luma, ~90th of clipping). The noise cuts come from natural photos
+#: instead (AI-generated images are nearly noise-free, and their percentiles called every
+#: clean photo noisy): the graded benchmark's tuning references
+#: (:data:`tooliqa.eval.graded.TUNING_REFERENCES`), where clean photos measure 0.8-4.1
+#: (a grass texture 11.8), white noise of sigma 8 at least 5.4, sigma 14 at most 10.6 and
+#: sigma 22 at least 13.7.
 RUBRIC_CUTS: dict[str, float] = {
     "sharpness_low": 2.4,
     "sharpness_high": 4.5,
     "borderline_low": 2.9,
     "borderline_high": 4.0,
-    "noise_visible": 2.0,
-    "noise_severe": 4.5,
+    "noise_visible": 5.0,
+    "noise_severe": 12.0,
     "block_minor": 1.4,
     "block_severe": 1.75,
     "ringing_minor": 8.5,
@@ -279,6 +285,27 @@ def query_answer_text(
     return head + (" Evidence: " + "; ".join(evidence) + "." if evidence else "")
 
 
+#: Score points a re-exposed view takes off at most when it shows that the image's shadows
+#: (or highlights) hide detail: the view can lower the score, never raise it.
+EXPOSURE_VIEW_PENALTY = 0.3
+
+
+def hidden_detail(m: Measurements, mode: str, cuts: dict[str, float] = RUBRIC_CUTS) -> float:
+    """How much detail a ``brighten`` (``darken``) view finds hidden in the shadows
+    (highlights), 0 (none) to 1: from how far the mean luma is past the dark (bright) cut
+    and the share of crushed (blown) pixels past half its cut."""
+    if mode == "brighten":
+        luma = (cuts["dark_luma"] - m.mean_luminance) / cuts["dark_luma"]
+        clipped = m.shadow_clip / cuts["shadow_clip"]
+    elif mode == "darken":
+        luma = (m.mean_luminance - cuts["bright_luma"]) / (1.0 - cuts["bright_luma"])
+        clipped = m.highlight_clip / cuts["highlight_clip"]
+    else:
+        return 0.0
+    # clipping counts from half its cut on: a few crushed pixels hide nothing
+    return float(min(1.0, max(0.0, luma) + 0.5 * min(2.0, max(0.0, clipped - 0.5))))
+
+
 @dataclass(frozen=True)
 class Answer:
     """The answer turn: the overall ``score``, the number written in ``<answer>``
@@ -311,6 +338,15 @@ def answer(
     evidence = tool_evidence(m, calls)
     if evidence:
         thinking += " Tool evidence: " + "; ".join(evidence) + "."
+    modes = {str(args.get("mode")) for name, args in calls if name == "gamma_corrector"}
+    hidden = max((hidden_detail(m, mode, cuts) for mode in modes), default=0.0)
+    if hidden > 0:
+        lowered = max(1.0, score - EXPOSURE_VIEW_PENALTY * hidden)
+        thinking += (
+            f" The re-exposed view shows detail lost to the exposure ({hidden:.2f} of the "
+            f"most): {score:.2f} lowered to {lowered:.2f}."
+        )
+        score = lowered
     scores = attribute_scores(m, cuts)
     answered = score
     if plan is not None and not plan.overall and plan.focus:
