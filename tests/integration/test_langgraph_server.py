@@ -27,6 +27,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from typing_extensions import TypedDict
 
+from _support import RUBRIC_REPLY
 from chat_stub import ChatStub
 from langgraph_dev import GRAPH_ID, LangGraphDev, langgraph_executable, start_langgraph_dev
 from vllm_server import REPO_ROOT, find_free_port
@@ -278,6 +279,19 @@ async def test_server_replying_garbage(client: LangGraphClient, served: LangGrap
         )
     assert got["score"] is None and got["backend"] == "openai"
     assert got["error"] and "no valid score" in got["error"], got["error"]
+
+
+async def test_a_server_named_without_its_model(
+    client: LangGraphClient, served: LangGraphDev
+) -> None:
+    """Only ``server`` in the context: the graph asks the server for its model (a blocking
+    request, which the dev server's blocking-call guard would fail on its event loop) and
+    assesses with it."""
+    with ChatStub([RUBRIC_REPLY, "<answer>3.2</answer>"]) as stub:
+        got = await run(
+            client, served, b64("coffee_blurred"), {"server": stub.base_url, "max_tool_rounds": 0}
+        )
+    assert got["score"] == 3.2 and got["backend"] == "openai" and got["model"] == stub.model
 
 
 async def test_missing_image_key(client: LangGraphClient) -> None:
