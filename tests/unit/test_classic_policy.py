@@ -134,3 +134,33 @@ def test_a_re_exposed_view_can_only_lower_the_score():
         assert seen.score <= unseen.score
     deep = policy.answer(darker[-1], cal, calls=brighten)
     assert deep.score < policy.answer(darker[-1], cal).score and "lowered to" in deep.thinking
+
+
+def test_distortion_detectors_can_only_lower_the_score():
+    import pytest
+
+    from tooliqa.backends.classic_calibration import ClassicCalibration, Detector
+
+    cal = load_classic_calibration()
+    assert {d.label for d in cal.detectors} == {"noise", "colour loss", "blur"}
+    bare = dataclasses.replace(cal, detectors=())
+    rng = np.random.default_rng(0)
+    noisy = np.clip(_scene().astype(float) + rng.normal(0, 40, _scene().shape), 0, 255)
+    grey = np.repeat(_scene()[..., :1], 3, axis=2)
+    for rgb in (_scene(), noisy.astype(np.uint8), grey):
+        m = measure(rgb)
+        assert cal.score(m) <= bare.score(m)
+        assert all(v >= 0 for v in cal.penalties(m).values())
+    assert cal.penalties(measure(noisy.astype(np.uint8)))["noise"] > 0
+    assert cal.penalties(measure(grey))["colour loss"] > 0
+    assert (
+        "Distortion detectors: noise -"
+        in policy.answer(measure(noisy.astype(np.uint8)), cal).thinking
+    )
+    with pytest.raises(ValueError, match="unknown feature"):
+        Detector.from_dict({"feature": "nope", "side": "above", "knot": 0, "weight": 1, "cap": 1})
+    with pytest.raises(ValueError, match="side"):
+        Detector.from_dict(
+            {"feature": "noise_sigma", "side": "up", "knot": 0, "weight": 1, "cap": 1}
+        )
+    assert isinstance(cal, ClassicCalibration)

@@ -335,6 +335,13 @@ def answer(
     contrib = sorted(calibration.contributions(m).items(), key=lambda kv: -abs(kv[1]))[:4]
     reasons = ", ".join(f"{name} {value:+.2f}" for name, value in contrib)
     thinking = f"Classic measures calibrated on AGIQA-3K dev; largest contributions: {reasons}."
+    penalties = {k: v for k, v in calibration.penalties(m).items() if v > 0.005}
+    if penalties:
+        thinking += (
+            " Distortion detectors: "
+            + ", ".join(f"{k} -{v:.2f}" for k, v in penalties.items())
+            + "."
+        )
     evidence = tool_evidence(m, calls)
     if evidence:
         thinking += " Tool evidence: " + "; ".join(evidence) + "."
