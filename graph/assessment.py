@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .parsing import Action, AnswerAction, InvalidToolCall, Malformed, ToolCallAction
 from .regions import magnifier_regions
@@ -60,7 +61,7 @@ def _unanswered(plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _step(raw: Mapping[str, Any]) -> Step:
     """A Step from a state step, whose ``view`` is a reference (or, in old states, bytes)."""
     view = raw.get("view")
-    fields = {k: v for k, v in raw.items() if k != "view"}
+    fields = {k: v for k, v in raw.items() if k not in ("view", "view_ref")}
     if isinstance(view, bytes):
         return Step(**fields, view=view)
     return Step(**fields, view_ref=view if isinstance(view, str) else None)
@@ -81,12 +82,28 @@ class Step(BaseModel):
     mime: str | None = None
     view: bytes | None = Field(default=None, exclude=True, repr=False)
     view_ref: str | None = None
-    """The view's ``blob:sha256:...`` reference in the process that ran the graph
+    """The view's ``tooliqa-blob:sha256:...`` reference in the process that ran the graph
     (:mod:`tooliqa.tools.blobs`); :func:`tooliqa.aassess` attaches the bytes as ``view``."""
     raw: float | None = None
     """Measurement tools only: the metric's raw value (e.g. NIQE)."""
     score_1_5: float | None = None
     """Measurement tools only: the raw value mapped to 1-5 by the fitted logistic."""
+
+    @field_validator("view", mode="before")
+    @classmethod
+    def _view_bytes(cls, value: Any) -> Any:
+        """A view given as a ``data:`` URL (``include_views``) or a reference this process
+        still holds becomes its bytes; other text is no view (never its UTF-8 bytes)."""
+        if not isinstance(value, str):
+            return value
+        if value.startswith("data:") and ";base64," in value:
+            try:
+                return base64.b64decode(value.split(",", 1)[1], validate=True)
+            except (ValueError, binascii.Error):
+                return None
+        from tooliqa.tools import BLOBS, is_blob_ref
+
+        return BLOBS.get(value) if is_blob_ref(value) and value in BLOBS else None
 
     def view_data_url(self) -> str | None:
         if self.view is None:

@@ -68,9 +68,10 @@ class Context:
         report_regions: also ask the final answer for distorted regions (``<regions>``,
             iDETEX / Zoom-IQA style); reported in ``Assessment.regions`` next to the
             magnifier steps' regions (see :mod:`tooliqa.graph.regions`).
-        fetch_urls: fetch an ``image`` input that is an ``http(s)://`` URL (off by default:
-            a served graph would fetch whatever its clients name; private and loopback
-            hosts stay refused unless ``TOOLIQA_FETCH_PRIVATE_URLS=1`` where it runs).
+        fetch_urls: fetch an ``image`` input that is an ``http(s)://`` URL, where the
+            process running the graph allows it (``TOOLIQA_FETCH_URLS=1``: a served graph
+            would otherwise fetch whatever its clients name); private and loopback hosts
+            stay refused unless ``TOOLIQA_FETCH_PRIVATE_URLS=1`` there too.
         fetch_timeout: seconds such a fetch may take; its size cap is ``image_limits``.
         include_views: the assessment's steps also carry their views as ``data:`` URLs
             (``view``); by default only a reference (``view_ref``), valid in this process.
@@ -135,9 +136,14 @@ class Context:
                 object.__setattr__(self, f.name, float(value))  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        if isinstance(self.view_format, str):
+            self.view_format = self.view_format.upper()  # type: ignore[assignment]
         self._check_types()
         if isinstance(self.image_limits, dict):  # a context sent as JSON (LangGraph Server)
-            self.image_limits = ImageLimits(**self.image_limits)
+            # a client may tighten the limits, never loosen them past the defaults
+            defaults = ImageLimits()
+            given = {k: min(int(v), getattr(defaults, k)) for k, v in self.image_limits.items()}
+            self.image_limits = ImageLimits(**given)
         if not 0 <= self.max_tool_rounds <= MAX_TOOL_ROUNDS:
             raise ValueError(f"max_tool_rounds must be between 0 and {MAX_TOOL_ROUNDS}")
         unknown = [t for t in self.enabled_tools if t not in TOOLS]

@@ -38,6 +38,7 @@ from tooliqa.tools import (
     one_line,
     run_view_tool,
     tool_specs,
+    url_label,
     with_pixels,
 )
 from tooliqa.tools.registry import ViewResult
@@ -209,28 +210,40 @@ def _files_allowed() -> bool:
 
 
 def _input_name(value: Any) -> str | None:
-    """A label for an input that names its image: the path, or the URL without its query
-    (a signed URL's token stays out of reports)."""
-    if not isinstance(value, str) or len(value) >= 4096 or value.startswith(("data:", "blob:")):
+    """A label for an input that names its image: the path, or the URL without its
+    credentials and query (a signed URL's token stays out of reports)."""
+    if not isinstance(value, str) or len(value) >= 4096:
         return None
     text = value.strip()
     if is_url(text):
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(text)
-        return one_line(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}", 300)
+        return url_label(text)
     if text.startswith(("/", "./", "../", "~", "file://")):
         return one_line(text, 300)
     return None
 
 
+def _fetch_allowed() -> bool:
+    """Whether whoever runs the graph lets runs fetch image URLs (``TOOLIQA_FETCH_URLS=1``):
+    a run's context asks (``fetch_urls``), the operator allows."""
+    return os.environ.get("TOOLIQA_FETCH_URLS", "").strip().lower() in ("1", "true", "yes")
+
+
 async def _input_image(value: Any, ctx: Context) -> bytes:
     """The encoded image an input names (see :func:`~tooliqa.tools.image_bytes`); an
-    ``http(s)://`` URL is fetched only when the context allows it (``fetch_urls``)."""
+    ``http(s)://`` URL is fetched only when the context asks (``fetch_urls``) and the
+    process allows it (``TOOLIQA_FETCH_URLS=1``). Paths and long texts are read or decoded
+    off the event loop."""
     if is_url(value) and ctx.fetch_urls:
+        if not _fetch_allowed():
+            raise ImageError(
+                "fetching image URLs is off where the graph runs (TOOLIQA_FETCH_URLS=1 turns "
+                "it on): send the image itself, as base64 or a data: URL"
+            )
         return await fetch_image_bytes(value, ctx.image_limits, timeout=ctx.fetch_timeout)
-    if isinstance(value, str) and len(value) < 4096 and not value.startswith(("data:", "blob:")):
-        # maybe a path: read it off the event loop
+    if isinstance(value, str) and (
+        len(value) > _INLINE_BYTES
+        or (len(value) < 4096 and not value.startswith(("data:", "tooliqa-blob:")))
+    ):  # a long text to decode, or maybe a path to read
         return await asyncio.to_thread(
             image_bytes, value, ctx.image_limits, allow_files=_files_allowed()
         )
@@ -394,7 +407,7 @@ async def observe(
     )
     update = {
         **_fresh_run(keep_plan=asked),
-        "image": BLOBS.put(data),  # state and checkpoints hold the reference, not the pixels
+        "image": await _offload(len(data) > _INLINE_BYTES, BLOBS.put, data),  # not pixels
         "image_name": state.get("image_name") or _input_name(state["image"]),
         "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages, reply, gate],
         "image_info": {

@@ -1,5 +1,5 @@
 """Graph state: plain, small, checkpointable data only: images (the input once read, the
-image sent to the model, tool views) are ``blob:sha256:...`` references
+image sent to the model, tool views) are ``tooliqa-blob:sha256:...`` references
 (:mod:`tooliqa.tools.blobs`), never pixels."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class InputState(TypedDict):
     ``image``: the encoded image as bytes (in process), or text: base64, a ``data:`` URL
     (what JSON clients send), an ``http(s)://`` URL (fetched when the context's
     ``fetch_urls`` allows it), a local path or ``file://`` URL (read when the process
-    running the graph sets ``TOOLIQA_ALLOW_IMAGE_FILES=1``), or a ``blob:sha256:...``
+    running the graph sets ``TOOLIQA_ALLOW_IMAGE_FILES=1``), or a ``tooliqa-blob:sha256:...``
     reference to an image this process holds (see :func:`tooliqa.tools.image_bytes`).
     The first node replaces it with a reference, so no later checkpoint holds pixels
     (LangGraph records the input itself as given: pass a reference, a path or a URL to

@@ -23,7 +23,14 @@ from pydantic import BaseModel, Field
 
 from tooliqa.failures import classify
 from tooliqa.graph import Assessment, Context
-from tooliqa.tools import ImageError, fetch_image_bytes, image_bytes, is_url, read_image_bytes
+from tooliqa.tools import (
+    ImageError,
+    fetch_image_bytes,
+    image_bytes,
+    is_url,
+    read_image_bytes,
+    url_label,
+)
 
 __all__ = ["AssessImageArgs", "as_tool", "compact_result"]
 
@@ -108,7 +115,7 @@ def as_tool(
                 if not fetch_urls:
                     raise ImageError("this tool does not fetch URLs: give a file path or base64")
                 data = await fetch_image_bytes(image, ctx.image_limits)
-                shown: str | None = image.strip().split("?", 1)[0]
+                shown: str | None = url_label(image)
             else:
                 data, shown = await asyncio.to_thread(_load, image, folder, ctx.image_limits)
             a = await aassess(data, context=ctx, name=shown, query=question, deadline=limit)

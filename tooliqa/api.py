@@ -14,6 +14,7 @@ import asyncio
 import functools
 import io
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from tooliqa.tools import (
     is_blob_ref,
     is_url,
     read_image_bytes,
+    url_label,
 )
 
 __all__ = [
@@ -62,6 +64,24 @@ T = TypeVar("T")
 DEFAULT_DEADLINE = 600.0
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased, without credentials or path."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return ""
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}"
+
+
+def _trusted_servers() -> set[str]:
+    """The origins the operator trusts with its API key (``TOOLIQA_TRUSTED_SERVERS``)."""
+    listed = os.environ.get("TOOLIQA_TRUSTED_SERVERS", "")
+    return {_origin(u) for u in listed.split(",") if u.strip()} - {""}
+
+
 @dataclass(kw_only=True)
 class AppContext(Context):
     """A :class:`Context` whose model defaults to the classic backend, or to the
@@ -71,10 +91,12 @@ class AppContext(Context):
     Attributes:
         server: the server's base URL (``http://host:port/v1``); None for the classic backend.
         server_model: the served model's name; None asks the server for its first model.
-        api_key: the server's API key; None takes ``TOOLIQA_API_KEY``, then
-            ``OPENAI_API_KEY`` from the environment where the graph runs (a key sent in a
-            served run's context is stored with the run by LangGraph Server: prefer the
-            environment there).
+        api_key: the server's API key. None takes ``TOOLIQA_API_KEY``, then
+            ``OPENAI_API_KEY`` from the environment where the graph runs, but only for a
+            server whose origin is listed in ``TOOLIQA_TRUSTED_SERVERS`` (comma-separated,
+            e.g. ``http://127.0.0.1:8000``): a client of a served graph names ``server``
+            itself and must not receive the operator's key. (A key sent in a served run's
+            context is stored with the run by LangGraph Server.)
         request_timeout: seconds one model request may take, retries aside.
         max_retries: retries of a failed model request (connection, 429, 5xx).
     """
@@ -87,6 +109,9 @@ class AppContext(Context):
     _resolved: SkipJsonSchema[BaseChatModel | None] = field(
         default=None, init=False, repr=False, compare=False
     )
+    _lock: SkipJsonSchema[Any] = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,12 +121,11 @@ class AppContext(Context):
             raise ValueError("max_retries must be between 0 and 10")
 
     def _api_key(self) -> str:
-        return (
-            self.api_key
-            or os.environ.get("TOOLIQA_API_KEY")
-            or os.environ.get("OPENAI_API_KEY")
-            or "EMPTY"
-        )
+        if self.api_key:
+            return self.api_key
+        if self.server and _origin(self.server) in _trusted_servers():
+            return os.environ.get("TOOLIQA_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        return "EMPTY"
 
     async def aget_model(self) -> BaseChatModel:
         """The model, built off the event loop the first time (asking a server for its
@@ -115,6 +139,10 @@ class AppContext(Context):
     def get_model(self) -> BaseChatModel:
         if self.model is not None:
             return self.model
+        with self._lock:  # concurrent runs sharing this context build one model
+            return self._resolve()
+
+    def _resolve(self) -> BaseChatModel:
         if self._resolved is None:
             if self.server:
                 from tooliqa.backends.openai_compat import ServerConfig, make_chat_model
@@ -290,7 +318,7 @@ async def aassess(
     )
     if is_url(image):  # the caller's own process: its private network is its own
         data = await fetch_image_bytes(str(image), ctx.image_limits, allow_private=True)
-        default_name: str | None = str(image).strip()
+        default_name: str | None = url_label(str(image))
     else:
         data, default_name = await asyncio.to_thread(load_image_input, image, ctx.image_limits)
     await asyncio.to_thread(decode_image_cached, data, ctx.image_limits)  # fail early, clearly
@@ -400,7 +428,9 @@ async def _run_once(
     result = Assessment.model_validate(state["assessment"])
     for step, raw in zip(result.steps, state.get("steps") or [], strict=False):
         view = raw.get("view")
-        step.view = BLOBS.get(view) if is_blob_ref(view) else view
+        if is_blob_ref(view):  # gone only if the store's hard cap was hit meanwhile
+            view = BLOBS.get(view) if view in BLOBS else None
+        step.view = view if isinstance(view, bytes) else None
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     return result
 

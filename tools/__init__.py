@@ -6,7 +6,7 @@ Imports nothing else from tooliqa. ``clean_text`` makes outside text safe to sto
 """
 
 from .blobs import BLOBS, BlobStore, blob_data_url, is_blob_ref, sniff_mime, with_pixels
-from .fetch import fetch_image_bytes, is_url
+from .fetch import fetch_image_bytes, is_url, url_label
 from .image_io import (
     DecodedImage,
     ImageError,
@@ -106,5 +106,6 @@ __all__ = [
     "score_1_5",
     "sniff_mime",
     "tool_specs",
+    "url_label",
     "with_pixels",
 ]

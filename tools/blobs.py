@@ -2,13 +2,14 @@
 by content digest.
 
 A run's state (and so every checkpoint of a thread) holds a short reference such as
-``blob:sha256:9f86d0...`` where it would otherwise hold the input image, the image sent to
+``tooliqa-blob:sha256:9f86d0...`` where it would otherwise hold the input image, the image sent to
 the model or a tool view: a checkpoint is then kilobytes, whatever the image. The node that
 calls the model swaps references for ``data:`` URLs just before the call
 (:func:`with_pixels`), so the model, and anything recording what it saw, gets the pixels.
 
 The store lives in the process that runs the graph and forgets the least recently used
-images beyond its byte budget (``TOOLIQA_BLOB_CACHE_MB``, default 512). A reference whose
+images beyond its byte budget (``TOOLIQA_BLOB_CACHE_MB``, default 512, at least 256),
+sparing images used in the last ten minutes up to twice the budget. A reference whose
 pixels are gone (another process, a restart, a long-idle thread) is a clear
 :class:`~tooliqa.tools.ImageError` asking for the image again, never a wrong image.
 """
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 import re
+import time
 from collections import OrderedDict
 from threading import Lock
 from typing import Any
@@ -27,6 +30,7 @@ from .image_io import ImageError
 
 __all__ = [
     "BLOBS",
+    "SCHEME",
     "BlobStore",
     "blob_data_url",
     "is_blob_ref",
@@ -34,7 +38,10 @@ __all__ = [
     "with_pixels",
 ]
 
-_REF = re.compile(r"blob:sha256:([0-9a-f]{64})\Z")
+#: What a reference starts with (not ``blob:``, which browsers read as their own URLs).
+SCHEME = "tooliqa-blob:sha256:"
+
+_REF = re.compile(re.escape(SCHEME) + r"([0-9a-f]{64})\Z")
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -62,36 +69,55 @@ def is_blob_ref(value: Any) -> bool:
 
 
 class BlobStore:
-    """A thread-safe LRU of encoded images keyed by SHA-256, holding at most ``max_bytes``
-    (always at least the newest image)."""
+    """A thread-safe LRU of encoded images keyed by SHA-256.
 
-    def __init__(self, max_bytes: int) -> None:
+    Beyond ``max_bytes`` the least recently used images go, except those used in the last
+    ``keep_seconds`` (a run under way: its input, model image and views); beyond
+    ``2 * max_bytes`` the least recently used go whatever their age, so memory stays
+    bounded. The newest image always stays.
+    """
+
+    def __init__(self, max_bytes: int, *, keep_seconds: float = 600.0) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self.keep_seconds = keep_seconds
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._held = 0
         self._lock = Lock()
 
     def put(self, data: bytes) -> str:
         """Keep ``data`` and return its reference (the same bytes give the same one)."""
         digest = hashlib.sha256(data).hexdigest()
+        now = time.monotonic()
         with self._lock:
             if digest in self._items:
+                self._items[digest] = (self._items[digest][0], now)
                 self._items.move_to_end(digest)
             else:
-                self._items[digest] = bytes(data)
+                self._items[digest] = (bytes(data), now)
                 self._held += len(data)
-                while len(self._items) > 1 and self._held > self.max_bytes:
-                    self._held -= len(self._items.popitem(last=False)[1])
-        return f"blob:sha256:{digest}"
+                self._evict(now)
+        return f"{SCHEME}{digest}"
+
+    def _evict(self, now: float) -> None:
+        for digest in list(self._items):
+            if len(self._items) <= 1 or self._held <= self.max_bytes:
+                return
+            data, used = self._items[digest]
+            if now - used < self.keep_seconds and self._held <= 2 * self.max_bytes:
+                return  # the rest are as recent: a run under way keeps its images
+            del self._items[digest]
+            self._held -= len(data)
 
     def get(self, ref: str) -> bytes:
         """The bytes behind ``ref``; :class:`ImageError` when they are no longer held."""
         match = _REF.match(ref) if isinstance(ref, str) else None
         if match is None:
-            raise ImageError("not an image reference (blob:sha256:<64 hex digits>)")
+            raise ImageError(f"not an image reference ({SCHEME}<64 hex digits>)")
         with self._lock:
-            data = self._items.get(match[1])
+            item = self._items.get(match[1])
+            data = None if item is None else item[0]
             if data is not None:
+                self._items[match[1]] = (data, time.monotonic())
                 self._items.move_to_end(match[1])
         if data is None:
             raise ImageError(
@@ -115,12 +141,18 @@ class BlobStore:
             self._held = 0
 
 
+#: The smallest budget: twice the default image byte cap, so one run always fits.
+MIN_BUDGET_MB = 256.0
+
+
 def _budget() -> int:
     try:
         mb = float(os.environ.get("TOOLIQA_BLOB_CACHE_MB", "512"))
     except ValueError:
         mb = 512.0
-    return max(1, int(mb * 1024 * 1024))
+    if not math.isfinite(mb):
+        mb = 512.0
+    return int(max(MIN_BUDGET_MB, mb) * 1024 * 1024)
 
 
 #: The process's store (see the module docs).

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .image_io import ImageError, ImageLimits
 
-__all__ = ["DEFAULT_FETCH_TIMEOUT", "MAX_REDIRECTS", "fetch_image_bytes", "is_url"]
+__all__ = ["DEFAULT_FETCH_TIMEOUT", "MAX_REDIRECTS", "fetch_image_bytes", "is_url", "url_label"]
 
 #: Seconds one fetch may take, connection, redirects and body together.
 DEFAULT_FETCH_TIMEOUT = 20.0
@@ -30,27 +30,65 @@ def is_url(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
 
 
+def url_label(url: str, limit: int = 300) -> str:
+    """A URL fit for reports: ``scheme://host[:port]/path``, without credentials, query or
+    fragment (a signed URL's token stays out), on one bounded line."""
+    from .text import one_line
+
+    parts = urlsplit(url.strip())
+    host = parts.netloc.rpartition("@")[2]
+    return one_line(f"{parts.scheme}://{host}{parts.path}", limit)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries (mapped, 6to4, Teredo, NAT64, compatible)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    value = int(address)
+    if value >> 32 == 0x0064FF9B << 64 or value >> 32 == 0:  # 64:ff9b::/96, ::a.b.c.d
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return None
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            return inner.is_global and address.is_global
+    return address.is_global
+
+
 def _private_allowed() -> bool:
     return os.environ.get("TOOLIQA_FETCH_PRIVATE_URLS", "").strip().lower() in ("1", "true", "yes")
 
 
-async def _check_host(host: str, port: int, allow_private: bool) -> None:
-    """Refuse a host that resolves to a loopback, private, link-local or reserved address
-    (unless ``allow_private``): a server must not fetch its own network for a client."""
+async def _checked_address(host: str, port: int, allow_private: bool) -> str | None:
+    """The address to connect to for ``host``: refused when any address it resolves to is
+    loopback, private, link-local or reserved, also inside an IPv6 form (unless
+    ``allow_private``: then None, connect by name). A server must not fetch its own network
+    for a client, and connecting to the address checked (not a second lookup) keeps a
+    rebinding DNS answer from switching it."""
     if allow_private:
-        return
+        return None
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise ImageError(f"cannot resolve the image URL's host {host!r}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global:
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    for address in addresses:
+        if not _is_public(address):
             raise ImageError(
                 f"the image URL's host {host!r} is a private or local address ({address}): "
                 "not fetched (TOOLIQA_FETCH_PRIVATE_URLS=1 where the graph runs allows it)"
             )
+    if not addresses:
+        raise ImageError(f"cannot resolve the image URL's host {host!r}")
+    return str(addresses[0])
 
 
 async def fetch_image_bytes(
@@ -71,11 +109,14 @@ async def fetch_image_bytes(
     limits = limits or ImageLimits()
     allow = _private_allowed() if allow_private is None else allow_private
     try:
-        return await asyncio.wait_for(_fetch(url, limits, allow), timeout)
+        return await asyncio.wait_for(_fetch(url.strip(), limits, allow), timeout)
     except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
         raise ImageError(f"fetching the image URL took over {timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise ImageError(f"cannot fetch the image URL: {type(exc).__name__}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ImageError(f"cannot fetch the image URL: {reason[:300]}") from None
 
 
 async def _fetch(url: str, limits: ImageLimits, allow: bool) -> bytes:
@@ -87,12 +128,20 @@ async def _fetch(url: str, limits: ImageLimits, allow: bool) -> bytes:
             if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
                 raise ImageError("an image URL must be http:// or https:// with a host")
             default_port = 443 if parts.scheme.lower() == "https" else 80
-            await _check_host(parts.hostname, parts.port or default_port, allow)
+            port = parts.port or default_port
+            address = await _checked_address(parts.hostname, port, allow)
+            headers = {"accept": "image/*", "accept-encoding": "identity"}
+            target, extensions = url, {}
+            if address is not None:  # connect to the address checked, name the host
+                shown = f"[{address}]" if ":" in address else address
+                target = parts._replace(netloc=f"{shown}:{port}").geturl()
+                headers["host"] = parts.netloc.rpartition("@")[2]
+                extensions = {"sni_hostname": parts.hostname}
             async with client.stream(
-                "GET", url, headers={"accept": "image/*", "accept-encoding": "identity"}
+                "GET", target, headers=headers, extensions=extensions
             ) as reply:
                 if reply.is_redirect and "location" in reply.headers:
-                    url = urljoin(url, reply.headers["location"])
+                    url = urljoin(url, reply.headers["location"]).strip()
                     continue
                 if reply.status_code != 200:
                     raise ImageError(f"the image URL answered HTTP {reply.status_code}")

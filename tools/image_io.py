@@ -199,7 +199,7 @@ def image_bytes(
     *,
     allow_files: bool = False,
 ) -> bytes:
-    """The encoded image in a graph input: bytes as they are; a ``blob:sha256:...``
+    """The encoded image in a graph input: bytes as they are; a ``tooliqa-blob:sha256:...``
     reference (:mod:`tooliqa.tools.blobs`) as the bytes it names; text as a ``data:`` URL
     or plain base64 (what a JSON client such as LangGraph Studio, ``langgraph_sdk`` or
     ``RemoteGraph`` can send); a local path or ``file://`` URL only with
@@ -213,7 +213,7 @@ def image_bytes(
             f"an image is bytes or text (base64, a data URL), not {type(value).__name__}"
         )
     text = value.strip()
-    if text.startswith("blob:"):
+    if text.startswith("tooliqa-blob:"):
         from .blobs import BLOBS
 
         return BLOBS.get(text)

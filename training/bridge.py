@@ -99,7 +99,7 @@ class Generator(Protocol):
 
 
 def _decode_data_url(url: str) -> Image.Image:
-    """The image of a ``data:`` URL (what a model call gets) or of a ``blob:sha256:...``
+    """The image of a ``data:`` URL (what a model call gets) or of a ``tooliqa-blob:sha256:...``
     reference (what the graph's state holds)."""
     if is_blob_ref(url):
         try:

@@ -581,7 +581,8 @@ async def run_single(
         return
     result = Assessment.model_validate(final_state["assessment"])
     for done, raw in zip(result.steps, steps, strict=False):
-        done.view = raw.get("view")
+        ref = raw.get("view")  # the step event names its view
+        done.view = BLOBS.get(ref) if isinstance(ref, str) and ref in BLOBS else None
     result.timings["total_s"] = round(time.perf_counter() - t0, 6)
     view.score = result.score
     view.rationale = result.rationale or view.rationale

@@ -33,15 +33,21 @@ class TestBlobStore:
     def test_a_reference_names_the_bytes_and_nothing_else(self):
         store = BlobStore(max_bytes=10_000)
         ref = store.put(b"\x89PNG\r\n\x1a\nabc")
-        assert ref.startswith("blob:sha256:") and len(ref) == len("blob:sha256:") + 64
+        assert (
+            ref.startswith("tooliqa-blob:sha256:") and len(ref) == len("tooliqa-blob:sha256:") + 64
+        )
         assert store.put(b"\x89PNG\r\n\x1a\nabc") == ref  # content-addressed
         assert store.get(ref) == b"\x89PNG\r\n\x1a\nabc"
-        for bad in ("blob:sha256:xyz", "blob:sha256:" + "0" * 64, "data:image/png;base64,AA"):
+        for bad in (
+            "tooliqa-blob:sha256:xyz",
+            "tooliqa-blob:sha256:" + "0" * 64,
+            "data:image/png;base64,AA",
+        ):
             with pytest.raises(ImageError):
                 store.get(bad)
 
     def test_the_least_recently_used_go_first_within_the_budget(self):
-        store = BlobStore(max_bytes=250)
+        store = BlobStore(max_bytes=250, keep_seconds=0)
         a, b = store.put(b"a" * 100), store.put(b"b" * 100)
         store.get(a)  # a is now the most recent
         c = store.put(b"c" * 100)
@@ -156,12 +162,19 @@ class TestURLInput:
         monkeypatch.setenv("TOOLIQA_FETCH_PRIVATE_URLS", "1")
         url = f"{image_server}/ok.jpg"
         want = asyncio.run(graph.ainvoke({"image": JPEG}))["assessment"]["score"]
+        monkeypatch.delenv("TOOLIQA_FETCH_URLS", raising=False)  # the operator's switch
+        with pytest.raises(ImageError, match="TOOLIQA_FETCH_URLS"):
+            asyncio.run(graph.ainvoke({"image": url}, context={"fetch_urls": True}))
+        monkeypatch.setenv("TOOLIQA_FETCH_URLS", "1")
         out = asyncio.run(graph.ainvoke({"image": url}, context={"fetch_urls": True}))
         assert out["assessment"]["score"] == want and out["assessment"]["image"] == url
         signed = asyncio.run(
             graph.ainvoke({"image": url + "?token=s3cret"}, context={"fetch_urls": True})
         )
         assert signed["assessment"]["image"] == url  # the query stays out of the report
+        with_user = url.replace("http://", "http://user:pw@")
+        out = asyncio.run(graph.ainvoke({"image": with_user}, context={"fetch_urls": True}))
+        assert out["assessment"]["image"] == url  # and so do credentials
         with pytest.raises(ImageError, match="fetch_urls"):
             asyncio.run(graph.ainvoke({"image": url}))
         with pytest.raises(ImageError, match="not a recognised image"):
@@ -208,7 +221,7 @@ def test_views_come_back_as_data_urls_only_when_asked_for():
         return asyncio.run(g.ainvoke({"image": JPEG}, context=ctx))["assessment"]
 
     (step,) = run()["steps"]
-    assert "view" not in step and step["view_ref"].startswith("blob:sha256:")
+    assert "view" not in step and step["view_ref"].startswith("tooliqa-blob:sha256:")
     (step,) = run(include_views=True)["steps"]
     assert step["view"].startswith("data:image/png;base64,")
 
@@ -229,16 +242,99 @@ def test_a_server_model_is_built_off_the_event_loop(monkeypatch):
 
     monkeypatch.setattr(oc, "check_server", fake_check)
     monkeypatch.setenv("TOOLIQA_API_KEY", "from-env")
+    monkeypatch.delenv("TOOLIQA_TRUSTED_SERVERS", raising=False)
 
     async def build(ctx: AppContext):
         return await ctx.aget_model(), threading.current_thread()
 
+    # a server the operator does not trust (a client named it) never gets the key
     model, loop_thread = asyncio.run(build(AppContext(server="http://127.0.0.1:1/v1")))
-    assert seen["thread"] is not loop_thread and seen["api_key"] == "from-env"
+    assert seen["thread"] is not loop_thread and seen["api_key"] == "EMPTY"
     assert model.model_name == "served-model"
+    monkeypatch.setenv("TOOLIQA_TRUSTED_SERVERS", "http://other:9, HTTP://127.0.0.1:1")
+    asyncio.run(build(AppContext(server="http://127.0.0.1:1/v1")))
+    assert seen["api_key"] == "from-env"
+    asyncio.run(build(AppContext(server="http://127.0.0.1:2/v1")))
+    assert seen["api_key"] == "EMPTY"
     ctx = AppContext(server="http://127.0.0.1:1/v1", api_key="from-context", request_timeout=7)
     model, _ = asyncio.run(build(ctx))
     assert seen["api_key"] == "from-context" and model.request_timeout == 7
     assert "from-context" not in repr(ctx)
     with pytest.raises(ValueError, match="request_timeout"):
         AppContext(request_timeout=0)
+
+
+def test_the_store_spares_a_run_under_way_and_stays_bounded(monkeypatch):
+    import tooliqa.tools.blobs as blobs
+
+    store = BlobStore(max_bytes=250, keep_seconds=600)
+    a, b = store.put(b"a" * 100), store.put(b"b" * 100)
+    c = store.put(b"c" * 100)  # over the budget, but all three are in use
+    assert a in store and b in store and c in store and store.held_bytes == 300
+    store.put(b"d" * 300)  # over twice the budget: the oldest go, whatever their age
+    assert a not in store and store.held_bytes <= 500
+    for value, want in (("0", 256), ("-5", 256), ("nan", 512), ("inf", 512), ("x", 512)):
+        monkeypatch.setenv("TOOLIQA_BLOB_CACHE_MB", value)
+        assert blobs._budget() == want * 1024 * 1024
+    monkeypatch.setenv("TOOLIQA_BLOB_CACHE_MB", "1024")
+    assert blobs._budget() == 1024 * 1024 * 1024
+
+
+def test_addresses_inside_ipv6_forms_are_checked():
+    import ipaddress
+
+    from tooliqa.tools.fetch import _is_public
+
+    for private in ("64:ff9b::a00:1", "2002:7f00:1::", "::127.0.0.1", "::ffff:10.0.0.1",
+                    "169.254.169.254", "fd00::1", "::1"):  # fmt: skip
+        assert not _is_public(ipaddress.ip_address(private)), private
+    for public in ("8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808"):
+        assert _is_public(ipaddress.ip_address(public)), public
+
+
+def test_the_fetch_connects_to_the_address_it_checked(image_server, monkeypatch):
+    """With private hosts refused, the fetch connects to the address it resolved and
+    checked (a second lookup could answer otherwise), naming the host in the request; a
+    redirect is checked again."""
+    import tooliqa.tools.fetch as fetch
+
+    checked: list[str] = []
+    real = fetch._checked_address
+
+    async def spy(host: str, port: int, allow_private: bool):
+        checked.append(host)
+        return await real(host, port, allow_private)
+
+    monkeypatch.setattr(fetch, "_checked_address", spy)
+    monkeypatch.setattr(fetch, "_is_public", lambda address: True)  # let loopback pass
+    url = image_server.replace("127.0.0.1", "localhost") + "/moved"
+    assert asyncio.run(fetch_image_bytes(url, allow_private=False)) == JPEG
+    assert checked == ["localhost", "localhost"]  # the first URL and the redirect
+    for bad in ("http://127.0.0.1:99999/x", " http://[::1/x", "http://" + "a" * 300 + "/x"):
+        with pytest.raises(ImageError):
+            asyncio.run(fetch_image_bytes(bad, allow_private=True))
+
+
+def test_a_json_context_may_only_tighten_the_limits_and_names_formats_loosely():
+    from tooliqa.graph import Context
+    from tooliqa.tools import ImageLimits
+
+    ctx = Context(image_limits={"max_bytes": 10**12, "max_pixels": 1000})
+    assert ctx.image_limits.max_bytes == ImageLimits().max_bytes
+    assert ctx.image_limits.max_pixels == 1000
+    assert Context(view_format="png").view_format == "PNG"
+
+
+def test_views_round_trip_through_the_assessment():
+    from tooliqa.graph import Assessment
+    from tooliqa.tools import BLOBS, data_url
+
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    )
+    step = {"round": 1, "tool": "magnifier", "ok": True, "mime": "image/png"}
+    for view in (data_url(png, "image/png"), BLOBS.put(png)):
+        a = Assessment.model_validate({"steps": [{**step, "view": view}]})
+        assert a.steps[0].view == png
+        assert '"view": "data:image/png;base64,' in a.to_json(include_views=True)
+    assert Assessment.model_validate({"steps": [{**step, "view": "junk"}]}).steps[0].view is None

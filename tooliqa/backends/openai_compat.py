@@ -175,7 +175,7 @@ class ServerConfig:
 
     base_url: str
     model: str | None = None
-    api_key: str = "EMPTY"
+    api_key: str = field(default="EMPTY", repr=False)
     temperature: float = 0.0
     top_p: float | None = None
     max_tokens: int | None = 1024

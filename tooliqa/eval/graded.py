@@ -48,6 +48,7 @@ import asyncio
 import importlib.util
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,11 +96,13 @@ LONG_SIDE = 512
 LEVELS = (1, 2, 3, 4, 5)
 NOISE_SEED = 20261205
 MOTION_ANGLE = 30.0  # degrees, counter-clockwise from the x axis
-TID2013_REF_DIR = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "calibration" / "ref"
+TID2013_REF_DIR = Path(
+    os.environ.get("TOOLIQA_TID2013_REFS")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "data" / "calibration" / "ref"
 )
-"""Where the TID2013 references are read from: ``../shared/data/calibration/ref`` of
-the checkout (absent in an installed copy: those references are then skipped)."""
+"""Where the TID2013 references are read from: ``TOOLIQA_TID2013_REFS``, else
+``../shared/data/calibration/ref`` of the checkout (absent in an installed copy: those
+references are then skipped)."""
 
 
 # -- references -------------------------------------------------------------------
