@@ -13,11 +13,9 @@ port (never 2024, the default, which something else may hold).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vllm_server import REPO_ROOT, _tail, find_free_port
+from vllm_server import REPO_ROOT, _tail, find_free_port, stop_process_group
 
 __all__ = [
     "GRAPH_ID",
@@ -123,22 +121,7 @@ class LangGraphDev:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left; remove an owned copy."""
-        proc = self.process
-        try:
-            pgid = os.getpgid(proc.pid)
-        except ProcessLookupError:
-            pgid = None
-        if pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        elif proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        stop_process_group(self.process, grace)
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -89,6 +89,26 @@ def build_tiny_model(
     return Path(lines[-1].strip())
 
 
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM a server's process group, wait ``grace`` seconds, then SIGKILL what is left
+    (children, such as vLLM's engine core, may outlive the leader); reap the leader."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    elif proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
 def _tail(path: Path | None, n_chars: int = 6000) -> str:
     if path is None or not path.exists():
         return "(no log)"
@@ -177,23 +197,7 @@ class VLLMServer:
 
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left; wait for the leader."""
-        proc = self.process
-        try:
-            pgid = os.getpgid(proc.pid)
-        except ProcessLookupError:
-            pgid = None
-        if pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace)
-            # Children (engine core) may outlive the leader: kill the group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        elif proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        stop_process_group(self.process, grace)
 
     def __enter__(self) -> VLLMServer:
         return self
