@@ -14,7 +14,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 
-from .image_io import DecodedImage, ImageLimits, decode_image_cached
+from .image_io import DecodedImage, ImageLimits, decode_image_cached, image_bytes
 from .registry import DEFAULT_TOOLS, MEASURE_TOOLS, TOOLS, ViewResult, ViewSettings, run_view_tool
 
 __all__ = ["make_iqa_tools", "make_view_tools", "view_content"]
@@ -35,7 +35,7 @@ def view_content(result: ViewResult) -> list[dict[str, Any]]:
 
 
 def make_view_tools(
-    image: bytes | DecodedImage,
+    image: bytes | str | DecodedImage,
     settings: ViewSettings | None = None,
     *,
     enabled: Iterable[str] | None = None,
@@ -47,6 +47,8 @@ def make_view_tools(
     A bad call returns a failure message as content (``ok=False`` in the
     artifact) rather than raising, as in the Tool-IQA protocol.
     """
+    if isinstance(image, str):  # a graph state's reference (or base64 / a data URL)
+        image = image_bytes(image, limits)
     decoded = image if isinstance(image, DecodedImage) else decode_image_cached(image, limits)
     settings = settings or ViewSettings()
     names = list(DEFAULT_TOOLS if enabled is None else enabled)

@@ -338,3 +338,12 @@ def test_views_round_trip_through_the_assessment():
         assert a.steps[0].view == png
         assert '"view": "data:image/png;base64,' in a.to_json(include_views=True)
     assert Assessment.model_validate({"steps": [{**step, "view": "junk"}]}).steps[0].view is None
+
+
+def test_view_tools_take_a_state_reference():
+    from tooliqa.tools import BLOBS
+    from tooliqa.tools.lc_tools import make_view_tools
+
+    (magnifier,) = make_view_tools(BLOBS.put(JPEG), enabled=["magnifier"])
+    out = magnifier.invoke({"bbox_2d": [0, 0, 500, 500]})
+    assert "Tool call failed" not in str(out)
