@@ -97,6 +97,8 @@ class AppContext(Context):
             e.g. ``http://127.0.0.1:8000``): a client of a served graph names ``server``
             itself and must not receive the operator's key. (A key sent in a served run's
             context is stored with the run by LangGraph Server.)
+            With ``TOOLIQA_ONLY_TRUSTED_SERVERS=1`` a ``server`` outside that list is refused
+            (a served graph then reaches no host its operator did not name).
         request_timeout: seconds one model request may take, retries aside.
         max_retries: retries of a failed model request (connection, 429, 5xx).
     """
@@ -119,6 +121,16 @@ class AppContext(Context):
             raise ValueError("request_timeout must be in (0, 3600] seconds")
         if not 0 <= self.max_retries <= 10:
             raise ValueError("max_retries must be between 0 and 10")
+        only_trusted = os.environ.get("TOOLIQA_ONLY_TRUSTED_SERVERS", "").strip().lower()
+        if (
+            self.server
+            and only_trusted in ("1", "true", "yes")
+            and _origin(self.server) not in _trusted_servers()
+        ):
+            raise ValueError(
+                "context setting server names a server this deployment does not allow "
+                "(TOOLIQA_ONLY_TRUSTED_SERVERS=1: only the origins in TOOLIQA_TRUSTED_SERVERS)"
+            )
 
     def _api_key(self) -> str:
         if self.api_key:

@@ -256,6 +256,10 @@ def test_a_server_model_is_built_off_the_event_loop(monkeypatch):
     assert seen["api_key"] == "from-env"
     asyncio.run(build(AppContext(server="http://127.0.0.1:2/v1")))
     assert seen["api_key"] == "EMPTY"
+    monkeypatch.setenv("TOOLIQA_ONLY_TRUSTED_SERVERS", "1")  # the deployment's allow-list
+    with pytest.raises(ValueError, match="does not allow"):
+        AppContext(server="http://127.0.0.1:2/v1")
+    assert AppContext(server="http://127.0.0.1:1/v1").server
     ctx = AppContext(server="http://127.0.0.1:1/v1", api_key="from-context", request_timeout=7)
     model, _ = asyncio.run(build(ctx))
     assert seen["api_key"] == "from-context" and model.request_timeout == 7
