@@ -7,7 +7,6 @@ so the message list always ends with what the next model call must answer.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any, Literal
 
@@ -31,8 +30,11 @@ from tooliqa.tools import (
     clean_text,
     clean_value,
     decode_image_cached,
+    env_flag,
     fetch_image_bytes,
     image_bytes,
+    is_blob_ref,
+    is_path_like,
     is_url,
     model_image,
     one_line,
@@ -206,26 +208,15 @@ def _files_allowed() -> bool:
     """Whether an ``image`` input may name a file to read: only when whoever runs the graph
     says so in its environment (``TOOLIQA_ALLOW_IMAGE_FILES=1``), never a client, whose
     context of a served graph is its own to write."""
-    return os.environ.get("TOOLIQA_ALLOW_IMAGE_FILES", "").strip().lower() in ("1", "true", "yes")
+    return env_flag("TOOLIQA_ALLOW_IMAGE_FILES")
 
 
 def _input_name(value: Any) -> str | None:
     """A label for an input that names its image: the path, or the URL without its
     credentials and query (a signed URL's token stays out of reports)."""
-    if not isinstance(value, str) or len(value) >= 4096:
-        return None
-    text = value.strip()
-    if is_url(text):
-        return url_label(text)
-    if text.startswith(("/", "./", "../", "~", "file://")):
-        return one_line(text, 300)
-    return None
-
-
-def _fetch_allowed() -> bool:
-    """Whether whoever runs the graph lets runs fetch image URLs (``TOOLIQA_FETCH_URLS=1``):
-    a run's context asks (``fetch_urls``), the operator allows."""
-    return os.environ.get("TOOLIQA_FETCH_URLS", "").strip().lower() in ("1", "true", "yes")
+    if is_url(value):
+        return url_label(value)
+    return one_line(value.strip(), 300) if is_path_like(value) else None
 
 
 async def _input_image(value: Any, ctx: Context) -> bytes:
@@ -234,16 +225,13 @@ async def _input_image(value: Any, ctx: Context) -> bytes:
     process allows it (``TOOLIQA_FETCH_URLS=1``). Paths and long texts are read or decoded
     off the event loop."""
     if is_url(value) and ctx.fetch_urls:
-        if not _fetch_allowed():
+        if not env_flag("TOOLIQA_FETCH_URLS"):  # the run's context asks, the operator allows
             raise ImageError(
                 "fetching image URLs is off where the graph runs (TOOLIQA_FETCH_URLS=1 turns "
                 "it on): send the image itself, as base64 or a data: URL"
             )
         return await fetch_image_bytes(value, ctx.image_limits, timeout=ctx.fetch_timeout)
-    if isinstance(value, str) and (
-        len(value) > _INLINE_BYTES
-        or (len(value) < 4096 and not value.startswith(("data:", "tooliqa-blob:")))
-    ):  # a long text to decode, or maybe a path to read
+    if is_path_like(value) or (isinstance(value, str) and len(value) > _INLINE_BYTES):
         return await asyncio.to_thread(
             image_bytes, value, ctx.image_limits, allow_files=_files_allowed()
         )
@@ -326,18 +314,16 @@ def _spec(ctx: Context, kind: TurnKind, plan: QueryPlan | None) -> TurnSpec:
     )
 
 
-def _next_kind(ctx: Context, rounds_used: int) -> TurnKind:
-    """``gate`` while tool rounds remain, else ``final``."""
-    return "gate" if ctx.tools_available and rounds_used < ctx.max_tool_rounds else "final"
-
-
-def _next_turn_text(ctx: Context, rounds_used: int, plan: QueryPlan | None) -> str:
-    """The gate while tool rounds remain, else the demand for a final answer."""
-    if _next_kind(ctx, rounds_used) == "gate":
-        return _with_extras(ctx, GATE_PROMPT, plan)
+def _next_turn(ctx: Context, rounds_used: int, plan: QueryPlan | None) -> tuple[str, TurnSpec]:
+    """The gate while tool rounds remain, else the demand for a final answer: its text and
+    what it asks (:class:`~tooliqa.graph.protocol.TurnSpec`)."""
+    if ctx.tools_available and rounds_used < ctx.max_tool_rounds:
+        return _with_extras(ctx, GATE_PROMPT, plan), _spec(ctx, "gate", plan)
     if ctx.structured_output:
-        return FINAL_PROMPT + "\n" + _json_hint(ctx, plan)
-    return _with_extras(ctx, FINAL_PROMPT, plan)
+        text = FINAL_PROMPT + "\n" + _json_hint(ctx, plan)
+    else:
+        text = _with_extras(ctx, FINAL_PROMPT, plan)
+    return text, _spec(ctx, "final", plan)
 
 
 async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -401,13 +387,13 @@ async def observe(
         rubric_parsed=bool(rubric),
     )
     _emit(runtime, {"type": "rubric", "rubric": rubric, "note": note})
-    gate = mark(
-        HumanMessage(content=_next_turn_text(ctx, 0, query_plan)),
-        _spec(ctx, _next_kind(ctx, 0), query_plan),
-    )
+    gate_text, gate_spec = _next_turn(ctx, 0, query_plan)
+    gate = mark(HumanMessage(content=gate_text), gate_spec)
     update = {
         **_fresh_run(keep_plan=asked),
-        "image": await _offload(len(data) > _INLINE_BYTES, BLOBS.put, data),  # not pixels
+        "image": state["image"]  # state holds references, not pixels
+        if is_blob_ref(state["image"])
+        else await _offload(len(data) > _INLINE_BYTES, BLOBS.put, data),
         "image_name": state.get("image_name") or _input_name(state["image"]),
         "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages, reply, gate],
         "image_info": {
@@ -548,7 +534,11 @@ async def _run_pending(pending: dict[str, Any], state: State, ctx: Context) -> V
 
 
 def _tool_messages(
-    pending: dict[str, Any], result: ViewResult, follow_up: str, rounds_left: int, spec: TurnSpec
+    pending: dict[str, Any],
+    result: ViewResult,
+    view_ref: str | None,
+    follow_up: tuple[str, TurnSpec],
+    rounds_left: int,
 ) -> list[AnyMessage]:
     """Tool result turn(s): a tool message when the call had an id, then a user turn
     with the view image (vLLM rejects images in tool messages for some models); a
@@ -557,7 +547,7 @@ def _tool_messages(
         prompt = FAILURE_PROMPT
     else:
         prompt = OBSERVATION_PROMPT if result.view is not None else MEASUREMENT_PROMPT
-    text = prompt.format(result=result.message, rounds_left=rounds_left) + "\n\n" + follow_up
+    text = prompt.format(result=result.message, rounds_left=rounds_left) + "\n\n" + follow_up[0]
     out: list[AnyMessage] = []
     call_id = pending.get("call_id")
     if call_id:
@@ -565,9 +555,9 @@ def _tool_messages(
     else:
         text = f"<tool_response>\n{result.message}\n</tool_response>\n{text}"
     content: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
-    if result.ok and result.view is not None:
-        content.insert(0, {"type": "image_url", "image_url": {"url": BLOBS.put(result.view)}})
-    out.append(mark(HumanMessage(content=content), spec))
+    if result.ok and view_ref is not None:
+        content.insert(0, {"type": "image_url", "image_url": {"url": view_ref}})
+    out.append(mark(HumanMessage(content=content), follow_up[1]))
     return out
 
 
@@ -578,6 +568,7 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
     pending = state.get("pending") or {"kind": "invalid", "reason": "no tool call pending"}
     result = await _run_pending(pending, state, ctx)
     rounds = int(state.get("rounds", 0)) + 1
+    view_ref = BLOBS.put(result.view) if result.view is not None else None
     errors = [] if result.ok else [f"round {rounds}: {result.message}"]
     if pending.get("extra_calls"):
         result.message += f" (only one tool call per turn: {pending['extra_calls']} more ignored)"
@@ -593,7 +584,7 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
         "gamma": result.gamma,
         "elapsed_ms": round(result.elapsed_ms, 3),
         "mime": result.mime,
-        "view": BLOBS.put(result.view) if result.view is not None else None,
+        "view": view_ref,
         "raw": result.extra.get("raw"),
         "score_1_5": result.extra.get("score_1_5"),
     }
@@ -602,14 +593,10 @@ async def tool(state: State, runtime: Runtime[Context]) -> Command[Literal["deci
     turn.setdefault("action", "tool_call" if pending.get("kind") == "tool" else "invalid_tool_call")
     turn["tool_call_valid"] = result.valid_call
     at_limit = rounds >= ctx.max_tool_rounds
-    follow_up = _next_turn_text(ctx, rounds, _plan(state))
+    follow_up = _next_turn(ctx, rounds, _plan(state))
     update = {
         "messages": _tool_messages(
-            pending,
-            result,
-            follow_up,
-            ctx.max_tool_rounds - rounds,
-            _spec(ctx, _next_kind(ctx, rounds), _plan(state)),
+            pending, result, view_ref, follow_up, ctx.max_tool_rounds - rounds
         ),
         "steps": [step],
         "protocol": [ProtocolTurn(**turn).model_dump()],

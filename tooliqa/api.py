@@ -35,11 +35,13 @@ from tooliqa.tools import (
     ImageError,
     ImageLimits,
     decode_image_cached,
+    env_flag,
     fetch_image_bytes,
     is_blob_ref,
     is_url,
     read_image_bytes,
     url_label,
+    url_origin,
 )
 
 __all__ = [
@@ -64,22 +66,10 @@ T = TypeVar("T")
 DEFAULT_DEADLINE = 600.0
 
 
-def _origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower-cased, without credentials or path."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url.strip())
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return ""
-    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}"
-
-
 def _trusted_servers() -> set[str]:
     """The origins the operator trusts with its API key (``TOOLIQA_TRUSTED_SERVERS``)."""
     listed = os.environ.get("TOOLIQA_TRUSTED_SERVERS", "")
-    return {_origin(u) for u in listed.split(",") if u.strip()} - {""}
+    return {url_origin(u) for u in listed.split(",")} - {""}
 
 
 @dataclass(kw_only=True)
@@ -121,11 +111,10 @@ class AppContext(Context):
             raise ValueError("request_timeout must be in (0, 3600] seconds")
         if not 0 <= self.max_retries <= 10:
             raise ValueError("max_retries must be between 0 and 10")
-        only_trusted = os.environ.get("TOOLIQA_ONLY_TRUSTED_SERVERS", "").strip().lower()
         if (
             self.server
-            and only_trusted in ("1", "true", "yes")
-            and _origin(self.server) not in _trusted_servers()
+            and env_flag("TOOLIQA_ONLY_TRUSTED_SERVERS")
+            and url_origin(self.server) not in _trusted_servers()
         ):
             raise ValueError(
                 "context setting server names a server this deployment does not allow "
@@ -135,7 +124,7 @@ class AppContext(Context):
     def _api_key(self) -> str:
         if self.api_key:
             return self.api_key
-        if self.server and _origin(self.server) in _trusted_servers():
+        if self.server and url_origin(self.server) in _trusted_servers():
             return os.environ.get("TOOLIQA_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         return "EMPTY"
 

@@ -6,7 +6,8 @@ Imports nothing else from tooliqa. ``clean_text`` makes outside text safe to sto
 """
 
 from .blobs import BLOBS, BlobStore, blob_data_url, is_blob_ref, sniff_mime, with_pixels
-from .fetch import fetch_image_bytes, is_url, url_label
+from .env import env_flag
+from .fetch import fetch_image_bytes, is_url, url_label, url_origin
 from .image_io import (
     DecodedImage,
     ImageError,
@@ -18,6 +19,7 @@ from .image_io import (
     fit_within_pixels,
     image_bytes,
     image_digest,
+    is_path_like,
     model_image,
     read_image_bytes,
 )
@@ -88,12 +90,14 @@ __all__ = [
     "decode_image",
     "decode_image_cached",
     "encode_image",
+    "env_flag",
     "fetch_image_bytes",
     "fit_within_pixels",
     "gamma_lut",
     "image_bytes",
     "image_digest",
     "is_blob_ref",
+    "is_path_like",
     "is_url",
     "load_json",
     "magnify",
@@ -107,5 +111,6 @@ __all__ = [
     "sniff_mime",
     "tool_specs",
     "url_label",
+    "url_origin",
     "with_pixels",
 ]

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from urllib.parse import urljoin, urlsplit
 
+from .env import env_flag
 from .image_io import ImageError, ImageLimits
 
-__all__ = ["DEFAULT_FETCH_TIMEOUT", "MAX_REDIRECTS", "fetch_image_bytes", "is_url", "url_label"]
+__all__ = [
+    "DEFAULT_FETCH_TIMEOUT",
+    "MAX_REDIRECTS",
+    "fetch_image_bytes",
+    "is_url",
+    "url_label",
+    "url_origin",
+]
 
 #: Seconds one fetch may take, connection, redirects and body together.
 DEFAULT_FETCH_TIMEOUT = 20.0
@@ -40,6 +47,19 @@ def url_label(url: str, limit: int = 300) -> str:
     return one_line(f"{parts.scheme}://{host}{parts.path}", limit)
 
 
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased, without credentials or path; "" when
+    it has no host (or an impossible port)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return ""
+    if not parts.hostname:
+        return ""
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{port}"
+
+
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 form carries (mapped, 6to4, Teredo, NAT64, compatible)."""
     if address.ipv4_mapped is not None:
@@ -60,10 +80,6 @@ def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if inner is not None:
             return inner.is_global and address.is_global
     return address.is_global
-
-
-def _private_allowed() -> bool:
-    return os.environ.get("TOOLIQA_FETCH_PRIVATE_URLS", "").strip().lower() in ("1", "true", "yes")
 
 
 async def _checked_address(host: str, port: int, allow_private: bool) -> str | None:
@@ -107,7 +123,7 @@ async def fetch_image_bytes(
     import httpx
 
     limits = limits or ImageLimits()
-    allow = _private_allowed() if allow_private is None else allow_private
+    allow = env_flag("TOOLIQA_FETCH_PRIVATE_URLS") if allow_private is None else allow_private
     try:
         return await asyncio.wait_for(_fetch(url.strip(), limits, allow), timeout)
     except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on

@@ -193,6 +193,12 @@ _DATA_URL = re.compile(r"data:(?P<mime>[\w/+.-]*)(?P<params>(?:;[\w=.-]+)*?);bas
 _PATH_LIKE = re.compile(r"(?:file://|/|\./|\.\./|~|[A-Za-z]:[\\/])")
 
 
+def is_path_like(value: object) -> bool:
+    """Whether ``value`` is text that reads as a local path or ``file://`` URL (short, and
+    starting like one), not base64 or a URL of another kind."""
+    return isinstance(value, str) and len(value) < 4096 and bool(_PATH_LIKE.match(value.strip()))
+
+
 def image_bytes(
     value: bytes | bytearray | memoryview | str,
     limits: ImageLimits | None = None,
@@ -222,7 +228,7 @@ def image_bytes(
             "image URLs are fetched only when the run's context allows it (fetch_urls): send "
             "the image itself, as base64 or a data: URL"
         )
-    if _PATH_LIKE.match(text) and len(text) < 4096:
+    if is_path_like(text):
         if not allow_files:
             raise ImageError(
                 "the image is a file path, and reading files named in the input is off "

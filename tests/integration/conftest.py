@@ -10,7 +10,6 @@ which turns the skip into a failure.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import urllib.request
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tooliqa.tools import env_flag
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -47,7 +48,7 @@ class VLLMServerInfo:
 
 
 def _require_vllm() -> bool:
-    return os.environ.get("TOOLIQA_REQUIRE_VLLM", "").strip().lower() in {"1", "true", "yes"}
+    return env_flag("TOOLIQA_REQUIRE_VLLM")
 
 
 @pytest.fixture(scope="session")

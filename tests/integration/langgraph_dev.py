@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vllm_server import REPO_ROOT, _tail, find_free_port, stop_process_group
+from vllm_server import REPO_ROOT, _tail, find_free_port, spawn_in_group, stop_process_group
 
 __all__ = [
     "GRAPH_ID",
@@ -157,15 +157,7 @@ def start_langgraph_dev(
     cmd = [str(exe), "dev", "--host", host, "--port", str(port), "--no-browser", "--no-reload"]
     full_env = {**os.environ, **SERVER_ENV, **(env or {})}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=str(copy),
-            start_new_session=True,
-        )
+        proc = spawn_in_group(cmd, out, full_env, copy)
     server = LangGraphDev(
         process=proc, host=host, port=port, workdir=base, log_path=log, owns_workdir=owns
     )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,16 +140,24 @@ def test_server_errors_cost_retries_plus_one_requests_and_are_retried_on_resume(
     assert {r["error_kind"] for r in _rows(db)} == {"server"}
 
 
+def _assess_one(
+    server: FuzzServer, root: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``tooliqa assess --json`` of the one image in ``root`` against ``server``: the
+    process and its one record."""
+    out = _tooliqa(
+        "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json", *args
+    )
+    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
+    return out, record
+
+
 def test_a_trickling_server_is_cut_by_the_request_time_limit(tmp_path):
     _labels, root = _dataset(tmp_path, n=1)
     with FuzzServer(only=["trickle"], trickle_s=1.0) as server:
         t0 = time.perf_counter()
-        out = _tooliqa(
-            "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
-            "--timeout", "1.5", "--retries", "0",
-        )  # fmt: skip
+        out, record = _assess_one(server, root, "--timeout", "1.5", "--retries", "0")
         took = time.perf_counter() - t0
-    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert record["error_kind"] == "timeout" and "1.5 s" in record["error"]
     assert took < 30 and out.returncode == 1
 
@@ -158,13 +167,9 @@ def test_the_per_image_deadline_covers_every_turn(tmp_path):
     # each reply takes about 1.5 s, well within --timeout; together they pass the deadline
     with FuzzServer(only=["trickle"], trickle_s=0.004) as server:
         t0 = time.perf_counter()
-        out = _tooliqa(
-            "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
-            "--timeout", "100", "--deadline", "2.5",
-        )  # fmt: skip
+        _out, record = _assess_one(server, root, "--timeout", "100", "--deadline", "2.5")
         took = time.perf_counter() - t0
         requests = len(server.drawn)
-    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert record["error_kind"] == "timeout" and "deadline of 2.5 s" in record["error"]
     assert requests >= 2 and took < 30
 
@@ -172,11 +177,8 @@ def test_the_per_image_deadline_covers_every_turn(tmp_path):
 def test_a_reply_over_the_byte_cap_is_refused_not_read(tmp_path):
     _labels, root = _dataset(tmp_path, n=1)
     with FuzzServer(only=["huge_reply"]) as server:
-        out = _tooliqa(
-            "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
-        )  # fmt: skip
+        _out, record = _assess_one(server, root)
         requests = len(server.drawn)
-    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert record["error_kind"] == "model" and "over the limit" in record["error"]
     assert requests == 1  # not retried: the same request would get the same reply
 
@@ -184,10 +186,7 @@ def test_a_reply_over_the_byte_cap_is_refused_not_read(tmp_path):
 def test_a_compressed_reply_is_refused_not_expanded(tmp_path):
     _labels, root = _dataset(tmp_path, n=1)
     with FuzzServer(only=["gzip_bomb"]) as server:
-        out = _tooliqa(
-            "assess", str(root), "--server", server.base_url, "--model", "fuzz", "--json",
-        )  # fmt: skip
-    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
+        _out, record = _assess_one(server, root)
     assert record["error_kind"] == "model" and "compressed" in record["error"]
 
 

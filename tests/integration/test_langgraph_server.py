@@ -12,7 +12,6 @@ import ast
 import base64
 import json
 import operator
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +26,8 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from typing_extensions import TypedDict
 
+from tooliqa.tools import env_flag
+
 from _support import RUBRIC_REPLY
 from chat_stub import ChatStub
 from langgraph_dev import GRAPH_ID, LangGraphDev, langgraph_executable, start_langgraph_dev
@@ -40,7 +41,7 @@ INTERNAL = "An internal error occurred"
 
 
 def _require_langgraph() -> bool:
-    return os.environ.get("TOOLIQA_REQUIRE_LANGGRAPH", "").strip().lower() in {"1", "true", "yes"}
+    return env_flag("TOOLIQA_REQUIRE_LANGGRAPH")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ a screenshot of its final page in ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tooliqa.tools import env_flag
 
 from _support import REPO
 
@@ -40,7 +41,7 @@ RUN_TIMEOUT_MS = 90_000
 
 
 def _require_browser() -> bool:
-    return os.environ.get("TOOLIQA_REQUIRE_BROWSER", "").strip().lower() in {"1", "true", "yes"}
+    return env_flag("TOOLIQA_REQUIRE_BROWSER")
 
 
 def _skip_or_fail(reason: str) -> None:

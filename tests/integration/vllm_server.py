@@ -89,6 +89,22 @@ def build_tiny_model(
     return Path(lines[-1].strip())
 
 
+def spawn_in_group(
+    cmd: list[str], out: Any, env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server in a process group of its own (so :func:`stop_process_group` stops
+    its children too), stdout and stderr to ``out``, no stdin."""
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(cwd),
+        start_new_session=True,
+    )
+
+
 def stop_process_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM a server's process group, wait ``grace`` seconds, then SIGKILL what is left
     (children, such as vLLM's engine core, may outlive the leader); reap the leader."""
@@ -286,15 +302,7 @@ def start_vllm_server(
     else:
         out = subprocess.DEVNULL  # type: ignore[assignment]
     try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=str(REPO_ROOT),
-            start_new_session=True,
-        )
+        proc = spawn_in_group(cmd, out, full_env, REPO_ROOT)
     finally:
         if log is not None:
             out.close()

@@ -22,6 +22,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
 from tooliqa.failures import BackendError, Failure, classify, retry_delay, time_left
+from tooliqa.tools import url_origin
 
 from .limits import MAX_RESPONSE_BYTES, capped_event_hooks
 
@@ -126,11 +127,8 @@ class OpenAICompatibleChat(ChatOpenAI):
     def _at_server(self, failure: Failure) -> Failure:
         """``failure`` with the server it came from in its reason (no credentials), so that a
         remote client of a served graph reads which server failed."""
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(str(self.openai_api_base or ""))
-        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        if not parts.hostname or where in failure.reason:
+        where = url_origin(str(self.openai_api_base or ""))
+        if not where or where in failure.reason:
             return failure
         return dataclasses.replace(failure, reason=f"{failure.reason} [server {where}]")
 
